@@ -1,0 +1,143 @@
+"""Rendering: arrays to pixels without a PNG round trip.
+
+Colormap lookup tables, tiling, nearest-neighbour upscaling and text labels. Every frame that a
+diagnostic logs or a video shows is composed here from numpy arrays; matplotlib is used only to
+build the lookup tables and, through :func:`figure_to_array`, where a panel needs vector plots.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=32)
+def colormap_lut(name: str, n: int = 256) -> np.ndarray:
+    """RGB lookup table of a matplotlib colormap, shape (n, 3), uint8."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name].resampled(n)
+    lut = (cmap(np.arange(n))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def apply_cmap(
+    arr: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis", *, nan_rgb=(128, 128, 128)
+) -> np.ndarray:
+    """Map a 2D array to RGB uint8 (H, W, 3) with fixed limits; NaN gets ``nan_rgb``."""
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"apply_cmap expects a 2D array, got shape {arr.shape}")
+    lut = colormap_lut(cmap)
+    n = len(lut)
+    span = float(vmax) - float(vmin)
+    scale = (n - 1) / span if span > 0 else 0.0
+    idx = np.nan_to_num((arr - float(vmin)) * scale, nan=0.0, posinf=n - 1, neginf=0.0)
+    idx = np.clip(idx + 0.5, 0, n - 1).astype(np.intp)
+    out = lut[idx]
+    nan = np.isnan(arr)
+    if nan.any():
+        out[nan] = nan_rgb
+    return out
+
+
+def upscale_factor(shape: tuple[int, int], max_px: int) -> int:
+    """Largest integer nearest-neighbour factor that keeps the longer side <= max_px (never 0)."""
+    longest = max(int(shape[0]), int(shape[1]), 1)
+    return max(1, max_px // longest)
+
+
+def upscale_nearest(img: np.ndarray, factor: int) -> np.ndarray:
+    """Pixel replication by an integer factor (no smoothing)."""
+    if factor <= 1:
+        return img
+    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+
+
+def pad_even(img: np.ndarray, fill=0) -> np.ndarray:
+    """Pad bottom/right by one pixel where a side is odd (H.264 with yuv420p needs even sides)."""
+    h, w = img.shape[:2]
+    ph, pw = h % 2, w % 2
+    if not (ph or pw):
+        return img
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (img.ndim - 2)
+    return np.pad(img, pad, constant_values=fill)
+
+
+def tile(
+    images: list[np.ndarray], ncols: int, *, pad: int = 2, fill=(224, 224, 224)
+) -> np.ndarray:
+    """Grid of equally sized RGB images, row-major, with ``pad`` pixels between cells."""
+    if not images:
+        raise ValueError("tile needs at least one image")
+    h, w = images[0].shape[:2]
+    for im in images:
+        if im.shape[:2] != (h, w):
+            raise ValueError(f"tile: images differ in size ({im.shape[:2]} vs {(h, w)})")
+    nrows = -(-len(images) // ncols)
+    out = np.empty((nrows * h + (nrows + 1) * pad, ncols * w + (ncols + 1) * pad, 3), np.uint8)
+    out[:] = fill
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y : y + h, x : x + w] = im[..., :3]
+    return out
+
+
+def fit_into(img: np.ndarray, height: int, width: int, *, fill=(224, 224, 224)) -> np.ndarray:
+    """Place ``img`` centred on a canvas of the given size, upscaled by the largest integer factor."""
+    h, w = img.shape[:2]
+    f = max(1, min(height // max(h, 1), width // max(w, 1)))
+    big = upscale_nearest(img, f)
+    if big.shape[0] > height or big.shape[1] > width:  # larger than the canvas: subsample
+        sy, sx = -(-big.shape[0] // height), -(-big.shape[1] // width)
+        big = big[::sy, ::sx]
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = fill
+    y, x = (height - big.shape[0]) // 2, (width - big.shape[1]) // 2
+    out[y : y + big.shape[0], x : x + big.shape[1]] = big[..., :3]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        path = matplotlib.font_manager.findfont("DejaVu Sans")
+        return ImageFont.truetype(path, size)
+    except Exception:  # noqa: BLE001 - any font problem falls back to PIL's bitmap font
+        return ImageFont.load_default()
+
+
+def draw_text(
+    img: np.ndarray, text: str, xy: tuple[int, int], *, size: int = 14, color=(0, 0, 0)
+) -> np.ndarray:
+    """Draw ``text`` onto an RGB uint8 image in place (PIL, no matplotlib) and return it."""
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(img)
+    ImageDraw.Draw(pil).text(xy, text, fill=tuple(color), font=_font(size))
+    img[...] = np.asarray(pil)
+    return img
+
+
+def label_above(img: np.ndarray, text: str, *, height: int = 20, size: int = 14, fill=(255, 255, 255)) -> np.ndarray:
+    """A copy of ``img`` with a strip of ``height`` px on top holding ``text``."""
+    strip = np.empty((height, img.shape[1], 3), np.uint8)
+    strip[:] = fill
+    draw_text(strip, text, (3, max(0, (height - size) // 2 - 1)), size=size)
+    return np.concatenate([strip, img[..., :3]], axis=0)
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """Render a matplotlib figure through Agg to RGB uint8 (H, W, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,109 @@
+"""Run snapshots: what the videos and notebooks need, kept beside the event file.
+
+Format (version 1), inside a run directory::
+
+    snapshots/meta.json            experiment kind and run-wide facts (variables, radii, edges, ...)
+    snapshots/step_00000100.npz    one uncompressed .npz per snapshot step, written atomically
+
+Keys inside a snapshot (all numpy arrays; unknown keys are allowed and ignored by readers):
+
+    step                         0-d int64
+    scalar/<tag>                 0-d float64, e.g. scalar/loss/G
+    weights/<model>/<param>      float32 parameter tensor as in the model
+    probe/<name>                 float32 arrays of the fixed probe samples (e.g. probe/fake)
+    act_hist/<model>/<layer>     int64 counts (n_bins + 2: underflow, bins, overflow) over the
+                                 steps since the previous snapshot; edges are in meta.json
+    act_dead/<model>/<layer>     0-d float64 dead fraction over the same steps
+
+A snapshot is written to ``step_XXXXXXXX.npz.tmp`` and renamed when complete, so a reader sees
+either the whole snapshot or none. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step_(\d{8})\.npz$")
+
+
+def _host(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class SnapshotWriter:
+    """Writes snapshots and the run's ``meta.json`` (rank 0 only)."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, rank: int = 0) -> None:
+        self.dir = Path(run_dir) / "snapshots"
+        self.is_writer = rank == 0
+        if self.is_writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    def write_meta(self, meta: Mapping) -> None:
+        """Write (or replace) ``meta.json``; adds ``format``."""
+        if not self.is_writer:
+            return
+        data = {"format": FORMAT_VERSION, **meta}
+        tmp = self.dir / "meta.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+        os.replace(tmp, self.dir / "meta.json")
+
+    def write(self, step: int, arrays: Mapping[str, object]) -> Path | None:
+        """Write one snapshot atomically and return its path."""
+        if not self.is_writer:
+            return None
+        host = {k: _host(v) for k, v in arrays.items()}
+        host["step"] = np.asarray(step, dtype=np.int64)
+        final = self.dir / f"step_{step:08d}.npz"
+        tmp = self.dir / f"step_{step:08d}.npz.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **host)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        return final
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray | torch.Tensor):
+        return _host(o).tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def list_snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every complete snapshot in the run, sorted by step."""
+    d = Path(run_dir) / "snapshots"
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict:
+    """The run's ``snapshots/meta.json``; a clear error when it is missing."""
+    p = Path(run_dir) / "snapshots" / "meta.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no snapshot metadata (is {run_dir} a run directory with snapshots?)")
+    return json.loads(p.read_text())
+
+
+def load_snapshot(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of one snapshot, loaded eagerly (no pickles allowed)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

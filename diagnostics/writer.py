@@ -1,0 +1,242 @@
+"""The writer: the only code in the project that touches TensorBoard.
+
+Everything that reaches an event file goes through :class:`Writer`. It writes only on rank 0
+(other ranks get a writer whose methods do nothing), converts device tensors to host values
+exactly once per call, and keeps a per-diagnostic account of time spent and bytes written
+(``with writer.cost("act"):``), reported at the end of a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _to_float(value) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().to("cpu", torch.float64))
+    return float(value)
+
+
+class Writer:
+    """Rank-aware wrapper around ``SummaryWriter`` with cost accounting.
+
+    Args:
+        log_dir: directory of the event file (the run directory).
+        rank: process rank; only rank 0 writes.
+        purge_step: on resume, TensorBoard hides events at or after this step (no duplicates).
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        *,
+        rank: int = 0,
+        purge_step: int | None = None,
+        flush_secs: int = 30,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.rank = rank
+        self.is_writer = rank == 0
+        self._tb = None
+        if self.is_writer:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._tb = SummaryWriter(
+                str(self.log_dir), purge_step=purge_step, flush_secs=flush_secs, max_queue=1000
+            )
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.bytes: dict[str, int] = defaultdict(int)
+        self._current: list[str] = []
+        self._size = 0
+        if self.is_writer:
+            self._size = self._event_size()
+
+    # ----------------------------------------------------------------------------- accounting
+    @contextlib.contextmanager
+    def cost(self, name: str) -> Iterator[None]:
+        """Attribute the time spent and the bytes written inside the block to ``name``."""
+        self._mark()
+        self._current.append(name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._mark()
+            self.seconds[name] += time.perf_counter() - t0
+            self._current.pop()
+
+    def _event_size(self) -> int:
+        self._tb.flush()
+        path = self._tb._get_file_writer().event_writer._file_name
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
+    def _mark(self) -> None:
+        """Attribute the event-file growth since the last mark to the innermost open block."""
+        if not self.is_writer:
+            return
+        size = self._event_size()
+        self.bytes[self._current[-1] if self._current else "other"] += size - self._size
+        self._size = size
+
+    def cost_report(self) -> str:
+        """A plain-text table of time and bytes per diagnostic."""
+        names = sorted(set(self.seconds) | set(self.bytes))
+        lines = [f"{'diagnostic':<20} {'seconds':>10} {'MB written':>12}"]
+        for n in names:
+            lines.append(f"{n:<20} {self.seconds.get(n, 0.0):>10.3f} {self.bytes.get(n, 0) / 1e6:>12.3f}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------- records
+    def scalar(self, tag: str, value, step: int) -> None:
+        if not self.is_writer:
+            return
+        self._tb.add_scalar(tag, _to_float(value), step)
+
+    def scalars(self, values: Mapping[str, object], step: int) -> None:
+        """Many scalars under their own tags (not ``add_scalars``, which makes extra runs).
+
+        Tensors are stacked and copied to the host in one transfer.
+        """
+        if not self.is_writer or not values:
+            return
+        tags = list(values)
+        tens = [(i, v) for i, v in enumerate(values.values()) if isinstance(v, torch.Tensor)]
+        host = [None] * len(tags)
+        if tens:
+            stacked = torch.stack([v.detach().reshape(()).to(torch.float64) for _, v in tens])
+            for (i, _), x in zip(tens, stacked.cpu().tolist(), strict=True):
+                host[i] = x
+        for i, v in enumerate(values.values()):
+            if host[i] is None:
+                host[i] = float(v)
+        for tag, x in zip(tags, host, strict=True):
+            self._tb.add_scalar(tag, x, step)
+
+    def histogram(
+        self,
+        tag: str,
+        counts,
+        edges,
+        step: int,
+        *,
+        vmin: float | None = None,
+        vmax: float | None = None,
+        total: float | None = None,
+        sum_squares: float | None = None,
+    ) -> None:
+        """A pre-binned histogram (``add_histogram_raw``).
+
+        ``counts`` has ``len(edges) + 1`` entries: underflow, one per bin, overflow. Under- and
+        overflow are written as bins reaching to ``vmin``/``vmax`` (or a bin width beyond the
+        edges) so no value is silently dropped. ``total``/``sum_squares`` default to estimates
+        from bin centres.
+        """
+        if not self.is_writer:
+            return
+        counts = np.asarray(
+            counts.detach().cpu() if isinstance(counts, torch.Tensor) else counts, dtype=np.float64
+        )
+        edges = np.asarray(edges, dtype=np.float64)
+        if counts.shape != (len(edges) + 1,):
+            raise ValueError(
+                f"histogram {tag!r}: expected {len(edges) + 1} counts (under, bins, over), got {counts.shape}"
+            )
+        width = edges[1] - edges[0] if len(edges) > 1 else 1.0
+        lo = min(vmin, edges[0] - width) if vmin is not None else edges[0] - width
+        hi = max(vmax, edges[-1] + width) if vmax is not None else edges[-1] + width
+        # TensorBoard buckets are (previous limit, limit]; the first limit is the lowest edge.
+        limits = np.concatenate([[edges[0]], edges[1:], [hi]])
+        bucket = np.concatenate([[counts[0] + 0.0], counts[1:-1], [counts[-1]]])
+        if counts[0] > 0:
+            limits = np.concatenate([[lo], limits])
+            bucket = np.concatenate([[0.0], bucket])
+        num = float(counts.sum())
+        centres = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + width / 2]])
+        if total is None:
+            total = float((counts * centres).sum())
+        if sum_squares is None:
+            sum_squares = float((counts * centres**2).sum())
+        nz = np.nonzero(counts)[0]
+        if len(nz):
+            mn = edges[0] if nz[0] > 0 else lo
+            mx = edges[-1] if nz[-1] < len(counts) - 1 else hi
+            if nz[0] > 0:
+                mn = edges[nz[0] - 1]
+            if nz[-1] < len(counts) - 1:
+                mx = edges[nz[-1]]
+        else:
+            mn = mx = 0.0
+        self._tb.add_histogram_raw(
+            tag,
+            min=float(vmin if vmin is not None else mn),
+            max=float(vmax if vmax is not None else mx),
+            num=num,
+            sum=float(total),
+            sum_squares=float(sum_squares),
+            bucket_limits=limits.tolist(),
+            bucket_counts=bucket.tolist(),
+            global_step=step,
+        )
+
+    def image(self, tag: str, img: np.ndarray, step: int) -> None:
+        """An RGB(A) uint8 image, shape (H, W, 3|4)."""
+        if not self.is_writer:
+            return
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+            raise ValueError(f"image {tag!r}: expected uint8 (H, W, 3|4), got {img.dtype} {img.shape}")
+        self._tb.add_image(tag, img, step, dataformats="HWC")
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        """A matplotlib figure, rendered once through Agg and closed."""
+        if not self.is_writer:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            return
+        from .render import figure_to_array
+
+        img = figure_to_array(fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        self.image(tag, img, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if not self.is_writer:
+            return
+        self._tb.add_text(tag, text, step)
+
+    def embedding(self, mat, *, metadata=None, label_img=None, step: int = 0, tag: str = "default", metadata_header=None) -> None:
+        """Projector export (tensor, metadata, sprite and config under ``log_dir/<step>/<tag>``)."""
+        if not self.is_writer:
+            return
+        self._tb.add_embedding(
+            mat, metadata=metadata, label_img=label_img, global_step=step, tag=tag, metadata_header=metadata_header
+        )
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._mark()
+            self._tb.close()
+            self._tb = None
+            self.is_writer = False
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
