@@ -66,9 +66,7 @@ def pad_even(img: np.ndarray, fill=0) -> np.ndarray:
     return np.pad(img, pad, constant_values=fill)
 
 
-def tile(
-    images: list[np.ndarray], ncols: int, *, pad: int = 2, fill=(224, 224, 224)
-) -> np.ndarray:
+def tile(images: list[np.ndarray], ncols: int, *, pad: int = 2, fill=(224, 224, 224)) -> np.ndarray:
     """Grid of equally sized RGB images, row-major, with ``pad`` pixels between cells."""
     if not images:
         raise ValueError("tile needs at least one image")
@@ -126,7 +124,9 @@ def draw_text(
     return img
 
 
-def label_above(img: np.ndarray, text: str, *, height: int = 20, size: int = 14, fill=(255, 255, 255)) -> np.ndarray:
+def label_above(
+    img: np.ndarray, text: str, *, height: int = 20, size: int = 14, fill=(255, 255, 255)
+) -> np.ndarray:
     """A copy of ``img`` with a strip of ``height`` px on top holding ``text``."""
     strip = np.empty((height, img.shape[1], 3), np.uint8)
     strip[:] = fill

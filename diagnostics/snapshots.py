@@ -99,7 +99,9 @@ def read_meta(run_dir: str | os.PathLike) -> dict:
     """The run's ``snapshots/meta.json``; a clear error when it is missing."""
     p = Path(run_dir) / "snapshots" / "meta.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no snapshot metadata (is {run_dir} a run directory with snapshots?)")
+        raise FileNotFoundError(
+            f"{p}: no snapshot metadata (is {run_dir} a run directory with snapshots?)"
+        )
     return json.loads(p.read_text())
 
 

@@ -53,7 +53,13 @@ def set_rng_state(state: Mapping) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state(
-        ("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        (
+            "MT19937",
+            n["key"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -80,7 +86,9 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_checkpoint(ckpt_dir: str | os.PathLike, step: int, state: Mapping, *, n_keep: int = 3) -> Path:
+def save_checkpoint(
+    ckpt_dir: str | os.PathLike, step: int, state: Mapping, *, n_keep: int = 3
+) -> Path:
     """Write ``ckpt_<step>.pt`` atomically and keep the newest ``n_keep``."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)

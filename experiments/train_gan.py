@@ -1,0 +1,469 @@
+"""Train the 3D-slice conditional WGAN-GP that super-resolves mantle-convection fields.
+
+    python experiments/train_gan.py +exp=small            # CPU smoke run on built-in data
+    python experiments/train_gan.py data.dir=/path/to/scivis2021 data.drop_r=[0,1,200]
+    python experiments/train_gan.py resume=outputs/gan/RUN # continue from the newest checkpoint
+    tensorboard --logdir outputs
+
+Read top to bottom: config checks and data (all bad input fails here, before any training),
+models, the fixed probe samples, then the loop: n_critic critic steps with gradient penalty, one
+generator step, cheap on-device statistics, and periodic writes (scalars, slice panels,
+snapshots, checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diagnostics.core import Diagnostics
+from diagnostics.slices import slice_panel, take_slices
+from diagnostics.snapshots import SnapshotWriter
+from diagnostics.writer import Writer
+from experiments import common
+from experiments.data import mantle
+from experiments.losses import critic_loss, generator_loss, gradient_penalty
+from experiments.models.gan3d import Critic, Generator, init_weights, upsample
+
+log = logging.getLogger("train_gan")
+
+OmegaConf.register_new_resolver(
+    "first_set", lambda *xs: next((x for x in xs if x), None), replace=True
+)
+
+
+class StopTraining(RuntimeError):
+    """Raised when a guard (non-finite values, a health check) stops the run."""
+
+
+# ------------------------------------------------------------------------------------------ data
+def check_config(cfg: DictConfig) -> None:
+    """Semantic checks Hydra's schema cannot express; fail before touching data."""
+    f = int(cfg.data.factor)
+    if f < 1 or f & (f - 1):
+        raise ValueError(f"data.factor must be a power of two >= 1, got {f}")
+    crop = list(cfg.data.crop)
+    if len(crop) != 3 or any(int(c) % f for c in crop):
+        raise ValueError(
+            f"data.crop must be 3 sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
+        )
+    if int(cfg.train.n_critic) < 1 or int(cfg.train.batch_size) < 1 or int(cfg.train.steps) < 1:
+        raise ValueError("train.n_critic, train.batch_size and train.steps must be >= 1")
+    if cfg.amp not in ("none", "bf16"):
+        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
+
+
+def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[int]]:
+    """Training and validation file numbers from config (explicit lists or a tail fraction)."""
+    if cfg.data.train_steps is not None:
+        train = [int(s) for s in cfg.data.train_steps]
+        val = [int(s) for s in (cfg.data.val_steps or [])]
+        return train, val
+    n_val = (
+        max(1, int(round(len(available) * float(cfg.data.val_fraction))))
+        if len(available) > 1
+        else 0
+    )
+    return available[: len(available) - n_val], available[len(available) - n_val :]
+
+
+def load_data(cfg: DictConfig, run_dir: Path):
+    """Validate every file, load, scale (min/max from the training set) and build the datasets."""
+    if cfg.data.dir is None:
+        data_dir = mantle.ensure_builtin(cfg.data.cache_dir, preset=cfg.data.builtin)
+    else:
+        data_dir = Path(cfg.data.dir)
+    available = mantle.available_steps(data_dir)
+    train_steps, val_steps = split_steps(cfg, available)
+    variables = list(cfg.data.variables)
+    mantle.validate_files(data_dir, variables, train_steps + val_steps)
+    drop_r = [int(i) for i in cfg.data.drop_r]
+    train_fields, coords = mantle.load_fields(data_dir, train_steps, variables, drop_r)
+    scaler = mantle.Scaler.fit(train_fields, variables)
+    (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
+    crop = tuple(int(c) for c in cfg.data.crop)
+    f = int(cfg.data.factor)
+    shape = train_fields.shape[2:]
+    if any(c > s for c, s in zip(crop, shape, strict=True)):
+        raise ValueError(
+            f"data.crop {list(crop)} is larger than the fields (r, lat, lon) = {list(shape)}"
+        )
+    train_ds = mantle.CropDataset(
+        scaler.transform(train_fields),
+        crop=crop,
+        factor=f,
+        roll=bool(cfg.data.roll),
+        seed=int(cfg.seed),
+    )
+    probe_src = train_ds
+    if val_steps:
+        val_fields, _ = mantle.load_fields(data_dir, val_steps, variables, drop_r)
+        probe_src = mantle.CropDataset(
+            scaler.transform(val_fields), crop=crop, factor=f, roll=False, seed=int(cfg.seed) + 1
+        )
+    log.info(
+        "data: %s, %d training and %d validation files, fields (V, r, lat, lon) = %s",
+        data_dir,
+        len(train_steps),
+        len(val_steps),
+        list(train_fields.shape[1:]),
+    )
+    return data_dir, train_ds, probe_src, scaler, coords, (train_steps, val_steps)
+
+
+# ------------------------------------------------------------------------------------- models
+def build_models(cfg: DictConfig, n_var: int, device: torch.device) -> tuple[Generator, Critic]:
+    g, d = cfg.model.g, cfg.model.d
+    G = Generator(
+        n_var,
+        int(cfg.data.factor),
+        chan_base=g.chan_base,
+        chan_min=g.chan_min,
+        chan_max=g.chan_max,
+        noise=g.noise,
+        act=cfg.model.act,
+    )
+    D = Critic(
+        n_var,
+        chan_base=d.chan_base,
+        chan_min=d.chan_min,
+        chan_max=d.chan_max,
+        n_blocks=d.n_blocks,
+        act=cfg.model.act,
+    )
+    init_weights(G, float(cfg.model.init_std), float(cfg.model.init_bias))
+    init_weights(D, float(cfg.model.init_std), float(cfg.model.init_bias))
+    return G.to(device), D.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Meter:
+    """Running sums of scalars on the device; read (one host copy) only at write time."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        v = value.detach().float()
+        self.sums[name] = self.sums[name] + v if name in self.sums else v.clone()
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """Interval means as host floats (one device-to-host copy) and reset."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        stacked = torch.stack([self.sums[k] / self.counts[k] for k in keys]).cpu().tolist()
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, stacked, strict=True))
+
+
+def grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """Total L2 norm of the gradients, on the device."""
+    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def all_finite(*tensors: torch.Tensor) -> torch.Tensor:
+    """One boolean tensor: every value of every tensor is finite (no host sync)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return torch.stack(flags).all()
+
+
+def nonfinite_names(named: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors that hold NaN or Inf (called only after the guard fired)."""
+    return [n for n, t in named.items() if t is not None and not bool(torch.isfinite(t).all())]
+
+
+# ---------------------------------------------------------------------------------------- train
+def train(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``)."""
+    check_config(cfg)
+    common.set_threads(cfg.threads)
+    run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    data_dir, train_ds, probe_src, scaler, coords, (train_steps, _) = load_data(cfg, run_dir)
+    variables = list(cfg.data.variables)
+    n_var = len(variables)
+
+    common.seed_everything(int(cfg.seed))
+    G, D = build_models(cfg, n_var, device)
+    betas = tuple(float(b) for b in cfg.train.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.train.lr_g), betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.train.lr_d), betas=betas)
+    sampler = torch.Generator().manual_seed(int(cfg.seed))
+
+    start = 0
+    ckpt = common.latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state = common.load_checkpoint(ckpt, map_location=device)
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_G"])
+        opt_d.load_state_dict(state["opt_D"])
+        sampler.set_state(state["sampler"])
+        common.set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.info("resuming from %s at step %d", ckpt, start)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    # Fixed, seeded probe samples: the same crops (and the same noise) at every write.
+    probe = probe_src.probe_samples(int(cfg.log.n_probe), seed=int(cfg.log.probe_seed))
+    probe_x = torch.stack([p[0] for p in probe["samples"]]).to(device)
+    probe_y = torch.stack([p[1] for p in probe["samples"]]).to(device)
+    r_mid = probe_y.shape[2] // 2
+    radii = [float(coords["r"][int(r0) + r_mid]) for r0 in probe["r0"]]
+    clim = {v: [0.0, 1.0] for v in variables}  # min-max scaled: [0, 1] over the training set
+
+    writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    diag = Diagnostics(
+        {"G": G, "D": D}, {"G": opt_g, "D": opt_d}, writer, cfg.diagnostics, start_step=start + 1
+    )
+    snaps = SnapshotWriter(run_dir)
+    snaps.write_meta(
+        diag.snapshot_meta()
+        | {
+            "kind": "gan",
+            "variables": variables,
+            "radii_km": radii,
+            "clim": clim,
+            "diff_lim": 0.25,
+            "run_name": run_dir.name,
+            "overrides": _overrides(run_dir),
+            "probe": {k: np.asarray(v).tolist() for k, v in probe.items() if k != "samples"},
+            "data_dir": str(data_dir),
+            "scaling": scaler.to_dict(),
+        }
+    )
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.amp == "bf16" and device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    meter = Meter()
+    B, n_critic, lam = (
+        int(cfg.train.batch_size),
+        int(cfg.train.n_critic),
+        float(cfg.train.lambda_gp),
+    )
+    n_steps = int(cfg.train.steps)
+    fixed = None
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal fixed
+        if cfg.train.fixed_input and fixed is not None:
+            return fixed
+        idx = torch.randint(len(train_ds), (B,), generator=sampler).tolist()
+        xs, ys = zip(*(train_ds[i] for i in idx), strict=True)
+        out = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        if cfg.train.fixed_input:
+            fixed = out
+        return out
+
+    def guard(step: int, what: str, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        # The one deliberate host sync per optimizer step: a non-finite update is never applied.
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if bool(all_finite(loss, *grads)):
+            return
+        named = {f"loss/{what}": loss} | {
+            f"grad/{what}/{n}": p.grad for n, p in module.named_parameters()
+        }
+        bad = nonfinite_names(named)
+        raise StopTraining(
+            f"non-finite values at step {step} in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; "
+            f"the update was not applied; last good checkpoint: {common.latest_checkpoint(run_dir)}"
+        )
+
+    def checkpoint(step: int) -> None:
+        common.save_checkpoint(
+            run_dir / "checkpoints",
+            step,
+            {
+                "G": G.state_dict(),
+                "D": D.state_dict(),
+                "opt_G": opt_g.state_dict(),
+                "opt_D": opt_d.state_dict(),
+                "sampler": sampler.get_state(),
+                "rng": common.rng_state(),
+                "step": step,
+            },
+            n_keep=int(cfg.checkpoint.n_keep),
+        )
+
+    def probe_pass() -> dict[str, torch.Tensor]:
+        # Same noise at every write, without disturbing the training RNG (exact resume).
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            torch.no_grad(),
+        ):
+            torch.manual_seed(int(cfg.log.probe_seed))
+            was = G.training
+            G.eval()
+            try:
+                fake = G(probe_x)
+            finally:
+                G.train(was)
+        up = upsample(probe_x, int(cfg.data.factor))
+        return {
+            k: take_slices(v, r_mid).float()
+            for k, v in {"input_up": up, "fake": fake, "truth": probe_y}.items()
+        }
+
+    def write_slices(step: int) -> None:
+        with writer.cost("slices"):
+            s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
+            for i in range(len(probe_x)):
+                img = slice_panel(
+                    s["input_up"][i], s["fake"][i], s["truth"][i], variables, radii[i], clim
+                )
+                writer.image(f"slices/G/probe{i}", img, step)
+
+    def snapshot(step: int) -> None:
+        arrays = {f"probe/{k}": v for k, v in probe_pass().items()}
+        arrays |= {f"weights/G/{n}": p for n, p in G.state_dict().items()}
+        arrays |= {f"weights/D/{n}": p for n, p in D.state_dict().items()}
+        arrays |= {f"scalar/{k}": v for k, v in last_scalars.items()}
+        snaps.write(step, arrays | diag.snapshot_arrays())
+
+    t0, step = time.perf_counter(), start
+    status = "completed"
+    last_scalars: dict[str, float] = {}
+    pbar = tqdm(total=n_steps, initial=start, desc="train_gan", unit="step", disable=None)
+    try:
+        with diag:
+            for step in range(start + 1, n_steps + 1):
+                G.train()
+                D.train()
+                with autocast:
+                    if step <= int(cfg.train.pretrain_steps):
+                        x, y = batch()
+                        loss_g = torch.nn.functional.mse_loss(G(x), y)
+                        opt_g.zero_grad(set_to_none=True)
+                        loss_g.backward()
+                        guard(step, "G", loss_g, G)
+                        opt_g.step()
+                        meter.add("loss/G_mse", loss_g)
+                    else:
+                        for _ in range(n_critic):
+                            x, y = batch()
+                            up = upsample(x, int(cfg.data.factor))
+                            with torch.no_grad():
+                                fake = G(x)
+                            s_real, s_fake = D(y, up), D(fake, up)
+                            gp = gradient_penalty(D, y, fake, up)
+                            loss_d = critic_loss(s_real, s_fake) + lam * gp
+                            opt_d.zero_grad(set_to_none=True)
+                            loss_d.backward()
+                            guard(step, "D", loss_d, D)
+                            opt_d.step()
+                        meter.add("loss/D", loss_d)
+                        meter.add("loss/gp", gp)
+                        meter.add("gan/wasserstein", s_real.mean() - s_fake.mean())
+                        meter.add("gan/score_real", s_real.mean())
+                        meter.add("gan/score_fake", s_fake.mean())
+                        meter.add("grad/D/total_norm", grad_norm(D))
+                        x, y = batch()
+                        up = upsample(x, int(cfg.data.factor))
+                        fake = G(x)
+                        loss_g = generator_loss(D(fake, up))
+                        opt_g.zero_grad(set_to_none=True)
+                        loss_g.backward()
+                        guard(step, "G", loss_g, G)
+                        opt_g.step()
+                        meter.add("loss/G", loss_g)
+                        meter.add("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
+                meter.add("grad/G/total_norm", grad_norm(G))
+                diag.step(step)
+                pbar.update(1)
+
+                if step % int(cfg.log.every) == 0 or step == n_steps:
+                    with writer.cost("scalars"):
+                        vals = meter.means()
+                        rate = (step - start) / (time.perf_counter() - t0)
+                        writer.scalars(vals | {"perf/steps_per_s": rate}, step)
+                    last_scalars.update(vals)
+                    pbar.set_postfix(
+                        {
+                            k.split("/")[-1]: f"{v:.3g}"
+                            for k, v in vals.items()
+                            if k.startswith("loss")
+                        }
+                    )
+                    log.info(
+                        "step %d %s (%.2f steps/s)",
+                        step,
+                        " ".join(f"{k}={v:.4g}" for k, v in vals.items()),
+                        rate,
+                    )
+                if step % int(cfg.log.slices_every) == 0 or step == n_steps:
+                    write_slices(step)
+                if step % int(cfg.snapshot.every) == 0 or step == n_steps:
+                    with writer.cost("snapshots"):
+                        snapshot(step)
+                if step % int(cfg.checkpoint.every) == 0 or step == n_steps:
+                    with writer.cost("checkpoints"):
+                        checkpoint(step)
+    except StopTraining as e:
+        status = "stopped"
+        log.error("%s", e)
+        raise
+    finally:
+        pbar.close()
+        writer.text("run/status", f"{status} at step {step}", step)
+        log.info("diagnostics cost:\n%s", writer.cost_report())
+        writer.close()
+
+    summary = {
+        "status": status,
+        "step": step,
+        "run_dir": str(run_dir),
+        "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("done: %s", summary)
+    return summary
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    """The Hydra overrides that made this run (a resume keeps those of the original start)."""
+    p = run_dir / ".hydra" / "overrides.yaml"
+    now = [str(o) for o in OmegaConf.load(p) if not str(o).startswith("resume=")] if p.is_file() else []
+    meta = run_dir / "snapshots" / "meta.json"
+    if not now and meta.is_file():
+        return list(json.loads(meta.read_text()).get("overrides", []))
+    return now
+
+
+@hydra.main(version_base="1.3", config_path="../conf/gan", config_name="train_gan")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        train(cfg, HydraConfig.get().runtime.output_dir)
+    except (mantle.DataError, ValueError, FileNotFoundError, StopTraining) as e:
+        log.error("%s", e)
+        sys.exit(1 if not isinstance(e, StopTraining) else 3)
+
+
+if __name__ == "__main__":
+    main()

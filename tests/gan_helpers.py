@@ -1,0 +1,33 @@
+"""Shared helpers for tests that run the GAN experiment: compose its config without Hydra's CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GAN_CONF = ROOT / "conf" / "gan"
+
+# Tiny enough for a few seconds per run on one thread.
+TINY = [
+    "data.builtin=tiny",
+    "data.crop=[8,8,8]",
+    "model.g.chan_base=8",
+    "model.g.chan_min=4",
+    "model.g.chan_max=8",
+    "model.d.chan_base=8",
+    "model.d.chan_min=4",
+    "model.d.chan_max=8",
+    "model.d.n_blocks=1",
+    "train.batch_size=2",
+    "train.n_critic=2",
+]
+
+
+def gan_cfg(cache_dir: Path, *overrides: str, exp: str | None = "small") -> DictConfig:
+    """Compose ``train_gan`` with ``+exp=<exp>``, the tiny sizes, the cache dir and overrides."""
+    ov = ([f"+exp={exp}"] if exp else []) + TINY + [f"data.cache_dir={cache_dir}", *overrides]
+    with initialize_config_dir(config_dir=str(GAN_CONF), version_base="1.3"):
+        return compose(config_name="train_gan", overrides=ov)

@@ -1,0 +1,195 @@
+"""The GAN experiment end to end: configs, events, checkpoints, resume and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments import common
+from experiments.data import mantle
+from experiments.train_gan import train
+from tests.gan_helpers import GAN_CONF, ROOT, gan_cfg
+
+EXPS = sorted(p.stem for p in (GAN_CONF / "exp").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    d = tmp_path_factory.getbasetemp().parent / "fieldscope-cache"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def events(run_dir) -> EventAccumulator:
+    acc = EventAccumulator(
+        str(run_dir), size_guidance={k: 0 for k in ("scalars", "images", "histograms", "tensors")}
+    )
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
+    cfg = gan_cfg(cache_dir, "train.steps=2", "log.every=1", "log.slices_every=2", exp=exp)
+    out = train(cfg, tmp_path)
+    assert out["status"] == "completed" and out["step"] == 2
+    tags = events(tmp_path).Tags()
+    for tag in (
+        "loss/D",
+        "loss/G",
+        "loss/gp",
+        "gan/wasserstein",
+        "gan/score_real",
+        "gan/score_fake",
+        "grad/G/total_norm",
+        "grad/D/total_norm",
+    ):
+        assert tag in tags["scalars"], tag
+    assert "slices/G/probe0" in tags["images"]
+
+
+def test_events_scalars_and_slice_images(cache_dir, tmp_path):
+    cfg = gan_cfg(cache_dir, "train.steps=4", "log.every=2", "log.slices_every=2", "log.n_probe=2")
+    train(cfg, tmp_path)
+    acc = events(tmp_path)
+    assert [e.step for e in acc.Scalars("loss/D")] == [2, 4]
+    imgs = acc.Images("slices/G/probe1")
+    assert [e.step for e in imgs] == [2, 4]
+    # rows input/generated/truth/difference, one column per variable (4 variables by default)
+    assert imgs[0].width > imgs[0].height
+
+
+def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
+    """The truth row of a probe panel is identical at every write (fixed, seeded probe samples)."""
+    cfg = gan_cfg(cache_dir, "train.steps=4", "log.slices_every=2", "snapshot.every=2")
+    train(cfg, tmp_path)
+    from diagnostics.snapshots import list_snapshots, load_snapshot
+
+    snaps = [load_snapshot(p) for _, p in list_snapshots(tmp_path)]
+    assert len(snaps) == 2
+    assert (snaps[0]["probe/truth"] == snaps[1]["probe/truth"]).all()
+    assert not (snaps[0]["weights/G/proj.weight"] == snaps[1]["weights/G/proj.weight"]).all()
+
+
+def test_checkpoint_resume_continues(cache_dir, tmp_path):
+    cfg = gan_cfg(
+        cache_dir, "train.steps=4", "checkpoint.every=2", "log.every=1", "checkpoint.n_keep=5"
+    )
+    train(cfg, tmp_path)
+    ckpts = common.list_checkpoints(tmp_path / "checkpoints")
+    assert [s for s, _ in ckpts] == [2, 4]
+    state = torch.load(ckpts[-1][1], weights_only=True)
+    assert {"G", "D", "opt_G", "opt_D", "step", "rng", "sampler"} <= set(state)
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+    cfg2 = gan_cfg(
+        cache_dir, "train.steps=6", "checkpoint.every=2", "log.every=1", f"resume={tmp_path}"
+    )
+    out = train(cfg2, tmp_path / "ignored")
+    assert out["step"] == 6
+    assert [s for s, _ in common.list_checkpoints(tmp_path / "checkpoints")][-1] == 6
+    steps = [e.step for e in events(tmp_path).Scalars("loss/D")]
+    assert steps == sorted(set(steps)) == list(range(1, 7))  # one point per step after resume
+
+
+def test_resume_is_exact(cache_dir, tmp_path):
+    """4 steps straight equal 2 steps, stop, resume 2 more (CPU, deterministic)."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        a, b = tmp_path / "a", tmp_path / "b"
+        train(gan_cfg(cache_dir, "train.steps=4", "checkpoint.every=2"), a)
+        train(gan_cfg(cache_dir, "train.steps=2", "checkpoint.every=2"), b)
+        train(gan_cfg(cache_dir, "train.steps=4", "checkpoint.every=2", f"resume={b}"), b)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    sa = torch.load(common.latest_checkpoint(a), weights_only=True)
+    sb = torch.load(common.latest_checkpoint(b), weights_only=True)
+    for net in ("G", "D"):
+        for k, v in sa[net].items():
+            assert torch.equal(v, sb[net][k]), f"{net}.{k} differs after resume"
+
+
+def test_atomic_save_keeps_previous_on_failure(tmp_path):
+    path = tmp_path / "ckpt_00000001.pt"
+    common.atomic_torch_save({"x": torch.ones(2)}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        common.atomic_torch_save({"x": Boom()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+
+
+def test_poisoned_checkpoint_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    path = tmp_path / "ckpt_00000001.pt"
+    torch.save({"obj": Evil()}, path)
+    with pytest.raises(RuntimeError, match="not a loadable checkpoint"):
+        common.load_checkpoint(path)
+
+
+def test_missing_data_dir_fails_before_training(cache_dir, tmp_path):
+    cfg = gan_cfg(cache_dir, f"data.dir={tmp_path / 'nope'}")
+    with pytest.raises(mantle.DataError, match="nope"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_file_listed_before_training(cache_dir, tmp_path):
+    src = mantle.ensure_builtin(cache_dir, preset="tiny")
+    data = tmp_path / "data"
+    data.mkdir()
+    files = sorted(src.glob("spherical*.nc"))
+    for f in files:
+        (data / f.name).write_bytes(f.read_bytes())
+    (data / files[1].name).write_bytes(files[1].read_bytes()[:200])  # truncated
+    (data / files[2].name).write_bytes(b"not a netcdf file")
+    cfg = gan_cfg(cache_dir, f"data.dir={data}")
+    with pytest.raises(mantle.DataError) as e:
+        train(cfg, tmp_path / "run")
+    assert files[1].name in str(e.value) and files[2].name in str(e.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_config_errors_fail_at_start():
+    with initialize_config_dir(config_dir=str(GAN_CONF), version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+            compose(config_name="train_gan", overrides=["train.no_such_key=1"])
+        with pytest.raises((ConfigCompositionException, ValidationError, ValueError)):
+            cfg = compose(config_name="train_gan", overrides=["train.steps=many"])
+            int(cfg.train.steps)
+
+
+def test_bad_crop_is_a_clear_error(cache_dir, tmp_path):
+    with pytest.raises(ValueError, match="divisible by data.factor"):
+        train(gan_cfg(cache_dir, "data.crop=[7,8,8]"), tmp_path)
+
+
+def test_cli_help_and_unknown_key():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    script = str(ROOT / "experiments" / "train_gan.py")
+    out = subprocess.run(
+        [sys.executable, script, "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and "train_gan" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, script, "+exp=small", "train.bogus=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "bogus" in bad.stderr
