@@ -1,0 +1,243 @@
+"""Climate fields for the autoencoder: a CF NetCDF reader, normalisation and the train/val split.
+
+The built-in default is the HadCM3 annual-mean surface air temperature over North America that
+the ``iris-sample-data`` package ships (240 years, 1860-2099, under each of the A1B and E1
+scenarios, 37 x 49 grid). Any CF NetCDF file with a 2D lat/lon field works through ``paths`` and
+``variable`` (for example 20CR ``prmsl`` with Brohan's ``(p - 101325) / 3000``).
+
+Missing values (``_FillValue``, masked land or sea, NaN) are handled with a static mask: a grid
+point missing in any field is excluded everywhere. Excluded points are filled with the training
+mean in normalised units (so they never reach the model as NaN) and carry zero weight in the loss.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LAT_NAMES = ("lat", "latitude")
+LON_NAMES = ("lon", "longitude")
+PACKAGE_PREFIX = "iris_sample_data:"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A file path; ``iris_sample_data:NAME`` names a file that the package ships."""
+    s = str(path)
+    if s.startswith(PACKAGE_PREFIX):
+        try:
+            import iris_sample_data
+        except ImportError as e:
+            raise FileNotFoundError(
+                f"{s}: the built-in data needs the package iris-sample-data (pip install iris-sample-data)"
+            ) from e
+        return Path(iris_sample_data.__file__).parent / "sample_data" / s[len(PACKAGE_PREFIX) :]
+    return Path(os.path.expanduser(s))
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Affine map ``(x - offset) / scale`` and its inverse (Brohan: offset 101325 Pa, scale 3000)."""
+
+    offset: float
+    scale: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.offset) or not np.isfinite(self.scale) or self.scale == 0:
+            raise ValueError(f"normaliser needs a finite offset and non-zero scale, got {self}")
+
+    def normalise(self, x):
+        """Physical units to model units."""
+        return (x - self.offset) / self.scale
+
+    def inverse(self, y):
+        """Model units back to physical units."""
+        return y * self.scale + self.offset
+
+    def to_dict(self) -> dict:
+        return {"offset": float(self.offset), "scale": float(self.scale)}
+
+
+@dataclass
+class Fields:
+    """Raw fields of one variable, north up: values (N, H, W) float64 with NaN where missing."""
+
+    values: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    times: list[str]
+    variable: str
+    units: str
+    sources: list[str] = field(default_factory=list)
+
+
+def _pick(names: tuple[str, ...], dims: tuple[str, ...], what: str, where: str) -> str:
+    found = [d for d in dims if d.lower() in names]
+    if len(found) != 1:
+        raise ValueError(
+            f"{where}: expected one {what} dimension named {'/'.join(names)}, dims are {dims}"
+        )
+    return found[0]
+
+
+def read_fields(path: str | os.PathLike, variable: str) -> Fields:
+    """Read one variable of one CF NetCDF file as (time, lat, lon) with NaN for missing values."""
+    import xarray as xr
+
+    p = resolve_path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"climate data file not found: {p} (data.paths entry {str(path)!r})"
+        )
+    with xr.open_dataset(p, mask_and_scale=True) as ds:
+        if variable not in ds.data_vars:
+            raise KeyError(
+                f"{p}: no variable {variable!r} (data.variable); variables are {sorted(ds.data_vars)}"
+            )
+        da = ds[variable]
+        where = f"{p}:{variable}"
+        lat_d = _pick(LAT_NAMES, da.dims, "latitude", where)
+        lon_d = _pick(LON_NAMES, da.dims, "longitude", where)
+        # A pressure level or ensemble member of length one carries no information.
+        extra = [d for d in da.dims if d not in (lat_d, lon_d) and da.sizes[d] == 1]
+        da = da.isel({d: 0 for d in extra}, drop=True)
+        rest = [d for d in da.dims if d not in (lat_d, lon_d)]
+        if len(rest) > 1:
+            raise ValueError(
+                f"{where}: expected (time, lat, lon) after squeezing size-1 dims, got {da.dims}"
+            )
+        if rest:
+            da = da.transpose(rest[0], lat_d, lon_d)
+            tname = rest[0]
+            times = (
+                [str(t) for t in da[tname].values]
+                if tname in da.coords
+                else [f"{tname}={i}" for i in range(da.sizes[tname])]
+            )
+        else:
+            da = da.transpose(lat_d, lon_d).expand_dims("time")
+            times = ["0"]
+        # Masked arrays and _FillValue come back as NaN from xarray's decoding; infs are also missing.
+        values = np.asarray(da.values, dtype=np.float64)
+        values[~np.isfinite(values)] = np.nan
+        lat = np.asarray(da[lat_d].values, dtype=np.float64)
+        lon = np.asarray(da[lon_d].values, dtype=np.float64)
+        units = str(da.attrs.get("units", ""))
+    if lat.size > 1 and lat[0] < lat[-1]:  # north up, as a map is read
+        values, lat = values[:, ::-1], lat[::-1]
+    return Fields(np.ascontiguousarray(values), lat.copy(), lon, times, variable, units, [str(p)])
+
+
+def concat_fields(parts: list[Fields]) -> Fields:
+    """Several files of the same variable on the same grid, concatenated along time."""
+    first = parts[0]
+    for q in parts[1:]:
+        if q.values.shape[1:] != first.values.shape[1:] or not (
+            np.allclose(q.lat, first.lat) and np.allclose(q.lon, first.lon)
+        ):
+            raise ValueError(f"{q.sources[0]}: grid differs from {first.sources[0]}")
+    return Fields(
+        np.concatenate([q.values for q in parts]),
+        first.lat,
+        first.lon,
+        [f"{Path(q.sources[0]).stem} {t}" if len(parts) > 1 else t for q in parts for t in q.times],
+        first.variable,
+        first.units,
+        [s for q in parts for s in q.sources],
+    )
+
+
+@dataclass
+class ClimateData:
+    """Normalised, gap-filled fields ready for the model, with what is needed to undo it all."""
+
+    train: torch.Tensor  # (N_train, H, W) float32, normalised
+    val: torch.Tensor  # (N_val, H, W) float32, normalised
+    mask: torch.Tensor  # (H, W) bool, True where valid
+    lat: np.ndarray
+    lon: np.ndarray
+    normaliser: Normaliser
+    variable: str
+    units: str
+    train_times: list[str]
+    val_times: list[str]
+    sources: list[str]
+    fill: float  # value (normalised) that replaced missing points
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.mask.shape[0]), int(self.mask.shape[1]))
+
+    def meta(self) -> dict:
+        """JSON-able description (for meta.json and the run directory)."""
+        return {
+            "variable": self.variable,
+            "units": self.units,
+            "lat": self.lat.tolist(),
+            "lon": self.lon.tolist(),
+            "shape": list(self.shape),
+            "mask": self.mask.numpy().astype(int).tolist(),
+            "normalisation": self.normaliser.to_dict(),
+            "fill": self.fill,
+            "n_train": int(self.train.shape[0]),
+            "n_val": int(self.val.shape[0]),
+            "sources": self.sources,
+        }
+
+
+def load_climate(
+    paths: list[str] | str,
+    variable: str,
+    *,
+    offset: float | None = None,
+    scale: float | None = None,
+    val_every: int = 10,
+) -> ClimateData:
+    """Read, split (every ``val_every``-th field to validation, as Brohan) and normalise.
+
+    ``offset``/``scale`` None are taken from the training fields: the mean, and 1.1 times the largest
+    deviation from it, so every training value lies inside the tanh output range.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    if not paths:
+        raise ValueError("data.paths is empty")
+    f = concat_fields([read_fields(p, variable) for p in paths])
+    n = f.values.shape[0]
+    if val_every < 2 or n < 2:
+        raise ValueError(
+            f"need >= 2 fields and val_every >= 2 (got {n} fields, val_every={val_every})"
+        )
+    is_val = (np.arange(n) % val_every) == val_every - 1
+    mask = np.isfinite(f.values).all(axis=0)
+    if not mask.any():
+        raise ValueError(
+            f"{f.sources}: variable {variable!r} has no grid point valid in every field"
+        )
+    tr_valid = f.values[~is_val][:, mask]
+    if offset is None:
+        offset = float(tr_valid.mean())
+    if scale is None:
+        scale = 1.1 * float(np.abs(tr_valid - offset).max()) or 1.0
+    norm = Normaliser(float(offset), float(scale))
+    x = norm.normalise(f.values)
+    fill = float(norm.normalise(tr_valid.mean()))
+    x[:, ~mask] = fill
+    xt = torch.from_numpy(x.astype(np.float32))
+    return ClimateData(
+        train=xt[torch.from_numpy(~is_val)].contiguous(),
+        val=xt[torch.from_numpy(is_val)].contiguous(),
+        mask=torch.from_numpy(mask),
+        lat=f.lat,
+        lon=f.lon,
+        normaliser=norm,
+        variable=variable,
+        units=f.units,
+        train_times=[t for t, v in zip(f.times, is_val, strict=True) if not v],
+        val_times=[t for t, v in zip(f.times, is_val, strict=True) if v],
+        sources=f.sources,
+        fill=fill,
+    )
