@@ -92,7 +92,7 @@ def save_checkpoint(
     """Write ``ckpt_<step>.pt`` atomically and keep the newest ``n_keep``."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
-    path = atomic_torch_save(dict(state), d / f"ckpt_{step:08d}.pt")
+    path = atomic_torch_save({**state, "complete": True}, d / f"ckpt_{step:08d}.pt")
     for _, old in list_checkpoints(d)[:-n_keep] if n_keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
@@ -106,6 +106,103 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise RuntimeError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from e
 
 
+def load_latest_checkpoint(
+    run_dir: str | os.PathLike, map_location="cpu"
+) -> tuple[Path, dict] | None:
+    """Newest complete checkpoint of a run and its state; files that fail to load or lack the
+    completion marker (``complete: True``) are skipped with a warning."""
+    for _, path in reversed(list_checkpoints(Path(run_dir) / "checkpoints")):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+        except RuntimeError as e:
+            log.warning("skipping checkpoint %s: %s", path, e)
+            continue
+        if isinstance(state, dict) and state.get("complete") is True:
+            return path, state
+        log.warning("skipping checkpoint %s: no completion marker", path)
+    return None
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    ckpts = list_checkpoints(Path(run_dir) / "checkpoints")
-    return ckpts[-1][1] if ckpts else None
+    """Path of the newest complete checkpoint, or None."""
+    found = load_latest_checkpoint(run_dir)
+    return found[0] if found else None
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs use (``first_set``, ``safe_name``); idempotent."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "first_set", lambda *xs: next((x for x in xs if x), None), replace=True
+    )
+    OmegaConf.register_new_resolver("safe_name", safe_run_name, replace=True)
+
+
+# ------------------------------------------------------------------------------ run names
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def safe_run_name(name: str) -> str:
+    """Slugify a run name and refuse anything that could leave the outputs root.
+
+    Spaces and other characters become ``-``; a name with a path separator, ``..``, a leading
+    ``/`` or ``~``, or nothing left is rejected with a clear error.
+    """
+    raw = str(name)
+    if not raw or "/" in raw or "\\" in raw or raw.startswith(("~", ".")) or ".." in raw:
+        raise ValueError(
+            f"run_name={raw!r} is not allowed: use letters, digits, '.', '_', '-' and '=' "
+            "(no '/', no '..', not starting with '.' or '~'); runs stay inside out_root"
+        )
+    slug = _SLUG_BAD.sub("-", raw).strip("-")
+    if not slug:
+        raise ValueError(f"run_name={raw!r} has no usable characters")
+    return slug
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """True if ``path`` resolves to ``root`` or below it."""
+    r, p = Path(root).resolve(), Path(path).resolve()
+    return p == r or r in p.parents
+
+
+# ------------------------------------------------------------------------------ preemption
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; requeue and rerun to resume
+
+
+class Preemption:
+    """Turns a signal (default SIGUSR2, as submitit sends before a time limit) into a flag.
+
+    The loop polls ``requested`` at step boundaries, saves and exits with ``EXIT_PREEMPTED``.
+    Handlers are installed on ``__enter__`` and the previous ones restored on ``__exit__``.
+    """
+
+    SIGNALS = ("SIGUSR2", "SIGUSR1", "SIGTERM")
+
+    def __init__(self, signame: str = "SIGUSR2") -> None:
+        if signame not in self.SIGNALS:
+            raise ValueError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
+        import signal
+
+        self.signum = getattr(signal, signame)
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.requested = True
+
+    def __enter__(self) -> Preemption:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(self.signum, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(self.signum, self._old)
+            self._old = None

@@ -41,9 +41,7 @@ from experiments.models.autoencoder import DenseAutoencoder, make_optimizer, mas
 
 log = logging.getLogger("train_autoencoder")
 
-OmegaConf.register_new_resolver(
-    "first_set", lambda *xs: next((x for x in xs if x), None), replace=True
-)
+common.register_resolvers()
 
 
 def check_config(cfg: DictConfig) -> None:

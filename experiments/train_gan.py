@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -32,16 +32,14 @@ from diagnostics.core import Diagnostics
 from diagnostics.slices import slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.writer import Writer
-from experiments import common
+from experiments import common, distributed
 from experiments.data import mantle
 from experiments.losses import critic_loss, generator_loss, gradient_penalty
 from experiments.models.gan3d import Critic, Generator, init_weights, upsample
 
 log = logging.getLogger("train_gan")
 
-OmegaConf.register_new_resolver(
-    "first_set", lambda *xs: next((x for x in xs if x), None), replace=True
-)
+common.register_resolvers()
 
 
 class StopTraining(RuntimeError):
@@ -79,20 +77,36 @@ def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[
     return available[: len(available) - n_val], available[len(available) - n_val :]
 
 
-def load_data(cfg: DictConfig, run_dir: Path):
-    """Validate every file, load, scale (min/max from the training set) and build the datasets."""
+def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
+    """Validate every file, load, scale (min/max from the training set) and build the datasets.
+
+    Every bad file is reported in one ``DataError`` before any model is built.
+    """
     if cfg.data.dir is None:
-        data_dir = mantle.ensure_builtin(cfg.data.cache_dir, preset=cfg.data.builtin)
+        presets = {"default": mantle.DEFAULT, "tiny": mantle.TINY}
+        if cfg.data.builtin not in presets:
+            raise ValueError(
+                f"data.builtin must be one of {sorted(presets)}, got {cfg.data.builtin!r}"
+            )
+        data_dir = mantle.ensure_builtin(cfg.data.cache_dir, **presets[cfg.data.builtin])
     else:
         data_dir = Path(cfg.data.dir)
-    available = mantle.available_steps(data_dir)
+        if not data_dir.is_dir():
+            raise mantle.DataError(
+                f"data.dir={data_dir} does not exist (expected spherical###.nc files)"
+            )
+    available = mantle.list_steps(data_dir)
+    if not available:
+        raise mantle.DataError(f"data.dir={data_dir} holds no spherical###.nc files")
     train_steps, val_steps = split_steps(cfg, available)
     variables = list(cfg.data.variables)
     mantle.validate_files(data_dir, variables, train_steps + val_steps)
     drop_r = [int(i) for i in cfg.data.drop_r]
-    train_fields, coords = mantle.load_fields(data_dir, train_steps, variables, drop_r)
+    train_fields = mantle.load_fields(data_dir, train_steps, variables, drop_r, validate=False)
+    coords = mantle.load_coords(data_dir, train_steps[0], drop_r)
     scaler = mantle.Scaler.fit(train_fields, variables)
-    (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
+    if write:
+        (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
     crop = tuple(int(c) for c in cfg.data.crop)
     f = int(cfg.data.factor)
     shape = train_fields.shape[2:]
@@ -109,7 +123,7 @@ def load_data(cfg: DictConfig, run_dir: Path):
     )
     probe_src = train_ds
     if val_steps:
-        val_fields, _ = mantle.load_fields(data_dir, val_steps, variables, drop_r)
+        val_fields = mantle.load_fields(data_dir, val_steps, variables, drop_r, validate=False)
         probe_src = mantle.CropDataset(
             scaler.transform(val_fields), crop=crop, factor=f, roll=False, seed=int(cfg.seed) + 1
         )
@@ -148,12 +162,6 @@ def build_models(cfg: DictConfig, n_var: int, device: torch.device) -> tuple[Gen
     return G.to(device), D.to(device)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Meter:
     """Running sums of scalars on the device; read (one host copy) only at write time."""
 
@@ -176,6 +184,52 @@ class Meter:
         return dict(zip(keys, stacked, strict=True))
 
 
+class BatchStream:
+    """Batches of dataset indices in DistributedSampler order, resumable at any position.
+
+    Each rank reads its own shard of a seeded permutation per epoch; ``state()`` (epoch and
+    position) goes into the checkpoint so a resumed run continues the same data order.
+    """
+
+    def __init__(
+        self, n_items: int, batch_size: int, info: distributed.DistInfo, seed: int
+    ) -> None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        if n_items < batch_size * info.world:
+            raise ValueError(
+                f"{n_items} training samples are fewer than batch_size x ranks = {batch_size * info.world}"
+            )
+        self.sampler = DistributedSampler(
+            range(n_items),
+            num_replicas=info.world,
+            rank=info.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
+        self.batch_size = batch_size
+        self.epoch, self.pos = 0, 0
+        self._order: list[int] | None = None
+
+    def next(self) -> list[int]:
+        if self._order is None:
+            self.sampler.set_epoch(self.epoch)
+            self._order = list(self.sampler)
+        if self.pos + self.batch_size > len(self._order):
+            self.epoch, self.pos, self._order = self.epoch + 1, 0, None
+            return self.next()
+        idx = self._order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.epoch, self.pos, self._order = int(state["epoch"]), int(state["pos"]), None
+
+
 def grad_norm(module: torch.nn.Module) -> torch.Tensor:
     """Total L2 norm of the gradients, on the device."""
     norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
@@ -195,50 +249,69 @@ def nonfinite_names(named: dict[str, torch.Tensor]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- train
 def train(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``)."""
+    """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``).
+
+    Under ``torchrun`` every rank calls this; rank 0 alone writes events, snapshots and
+    checkpoints. Returns a summary dict (also written to ``summary.json``).
+    """
     check_config(cfg)
     common.set_threads(cfg.threads)
+    info, device = distributed.init(cfg.device)
     run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    data_dir, train_ds, probe_src, scaler, coords, (train_steps, _) = load_data(cfg, run_dir)
+    if cfg.resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"resume={cfg.resume}: no checkpoints/ directory in that run")
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    data_dir, train_ds, probe_src, scaler, coords, _ = load_data(cfg, run_dir, write=info.is_main)
     variables = list(cfg.data.variables)
     n_var = len(variables)
 
-    common.seed_everything(int(cfg.seed))
+    common.seed_everything(int(cfg.seed) + info.rank)
     G, D = build_models(cfg, n_var, device)
+    G_fw, D_fw = G, D  # what the loop calls: DDP wrappers under torchrun
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_fw, D_fw = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     betas = tuple(float(b) for b in cfg.train.betas)
     opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.train.lr_g), betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.train.lr_d), betas=betas)
-    sampler = torch.Generator().manual_seed(int(cfg.seed))
+    B = int(cfg.train.batch_size)
+    stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
 
     start = 0
-    ckpt = common.latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = common.load_checkpoint(ckpt, map_location=device)
+    found = common.load_latest_checkpoint(run_dir, map_location=device)
+    if found is not None:
+        ckpt, state = found
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_G"])
         opt_d.load_state_dict(state["opt_D"])
-        sampler.set_state(state["sampler"])
-        common.set_rng_state(state["rng"])
+        stream.load(state["data"])
+        rngs = state["rng"]
+        if len(rngs) != info.world:
+            raise ValueError(f"{ckpt} was written by {len(rngs)} ranks; this run has {info.world}")
+        common.set_rng_state(rngs[info.rank])
         start = int(state["step"])
         log.info("resuming from %s at step %d", ckpt, start)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     # Fixed, seeded probe samples: the same crops (and the same noise) at every write.
-    probe = probe_src.probe_samples(int(cfg.log.n_probe), seed=int(cfg.log.probe_seed))
-    probe_x = torch.stack([p[0] for p in probe["samples"]]).to(device)
-    probe_y = torch.stack([p[1] for p in probe["samples"]]).to(device)
+    probe_x, probe_y, windows = probe_src.probe_samples(
+        int(cfg.log.n_probe), seed=int(cfg.log.probe_seed)
+    )
+    probe_x, probe_y = probe_x.to(device), probe_y.to(device)
     r_mid = probe_y.shape[2] // 2
-    radii = [float(coords["r"][int(r0) + r_mid]) for r0 in probe["r0"]]
+    radii = [float(coords["r"][w[1] + r_mid]) for w in windows]
     clim = {v: [0.0, 1.0] for v in variables}  # min-max scaled: [0, 1] over the training set
 
-    writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
     diag = Diagnostics(
         {"G": G, "D": D}, {"G": opt_g, "D": opt_d}, writer, cfg.diagnostics, start_step=start + 1
     )
-    snaps = SnapshotWriter(run_dir)
+    snaps = SnapshotWriter(run_dir, rank=info.rank)
     snaps.write_meta(
         diag.snapshot_meta()
         | {
@@ -249,7 +322,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             "diff_lim": 0.25,
             "run_name": run_dir.name,
             "overrides": _overrides(run_dir),
-            "probe": {k: np.asarray(v).tolist() for k, v in probe.items() if k != "samples"},
+            "probe_windows": [list(w) for w in windows],  # (time index, r0, lat0, lon0)
             "data_dir": str(data_dir),
             "scaling": scaler.to_dict(),
         }
@@ -261,11 +334,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         else torch.autocast("cpu", enabled=False)
     )
     meter = Meter()
-    B, n_critic, lam = (
-        int(cfg.train.batch_size),
-        int(cfg.train.n_critic),
-        float(cfg.train.lambda_gp),
-    )
+    n_critic, lam, f = int(cfg.train.n_critic), float(cfg.train.lambda_gp), int(cfg.data.factor)
     n_steps = int(cfg.train.steps)
     fixed = None
 
@@ -273,41 +342,45 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         nonlocal fixed
         if cfg.train.fixed_input and fixed is not None:
             return fixed
-        idx = torch.randint(len(train_ds), (B,), generator=sampler).tolist()
-        xs, ys = zip(*(train_ds[i] for i in idx), strict=True)
+        xs, ys = zip(*(train_ds[i] for i in stream.next()), strict=True)
         out = torch.stack(xs).to(device), torch.stack(ys).to(device)
         if cfg.train.fixed_input:
             fixed = out
         return out
 
     def guard(step: int, what: str, loss: torch.Tensor, module: torch.nn.Module) -> None:
-        # The one deliberate host sync per optimizer step: a non-finite update is never applied.
+        # The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
+        # update is never applied, and every rank stops together.
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if bool(all_finite(loss, *grads)):
+        if distributed.all_ranks_true(all_finite(loss, *grads), info):
             return
         named = {f"loss/{what}": loss} | {
             f"grad/{what}/{n}": p.grad for n, p in module.named_parameters()
         }
-        bad = nonfinite_names(named)
+        bad = nonfinite_names(named) or ["(another rank)"]
         raise StopTraining(
             f"non-finite values at step {step} in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; "
             f"the update was not applied; last good checkpoint: {common.latest_checkpoint(run_dir)}"
         )
 
     def checkpoint(step: int) -> None:
+        rngs = [common.rng_state()]
+        if info.enabled:
+            rngs = [None] * info.world
+            torch.distributed.all_gather_object(rngs, common.rng_state())
+        if not info.is_main:
+            return
+        state = {
+            "G": G.state_dict(),
+            "D": D.state_dict(),
+            "opt_G": opt_g.state_dict(),
+            "opt_D": opt_d.state_dict(),
+            "data": stream.state(),
+            "rng": rngs,
+            "step": step,
+        }
         common.save_checkpoint(
-            run_dir / "checkpoints",
-            step,
-            {
-                "G": G.state_dict(),
-                "D": D.state_dict(),
-                "opt_G": opt_g.state_dict(),
-                "opt_D": opt_d.state_dict(),
-                "sampler": sampler.get_state(),
-                "rng": common.rng_state(),
-                "step": step,
-            },
-            n_keep=int(cfg.checkpoint.n_keep),
+            run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
         )
 
     def probe_pass() -> dict[str, torch.Tensor]:
@@ -345,19 +418,40 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         arrays |= {f"scalar/{k}": v for k, v in last_scalars.items()}
         snaps.write(step, arrays | diag.snapshot_arrays())
 
+    def critic_step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        up = upsample(x, f)
+        with torch.no_grad():
+            fake = G_fw(x)
+        s_real, s_fake = D_fw(y, up), D_fw(fake, up)
+        gp = gradient_penalty(D_fw, y, fake, up)
+        loss_d = critic_loss(s_real, s_fake) + lam * gp
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        guard(step, "D", loss_d, D)
+        opt_d.step()
+        return {"loss/D": loss_d, "loss/gp": gp, "s_real": s_real, "s_fake": s_fake}
+
     t0, step = time.perf_counter(), start
-    status = "completed"
+    status, exit_code = "completed", 0
     last_scalars: dict[str, float] = {}
-    pbar = tqdm(total=n_steps, initial=start, desc="train_gan", unit="step", disable=None)
+    pbar = tqdm(
+        total=n_steps,
+        initial=start,
+        desc="train_gan",
+        unit="step",
+        disable=None if info.is_main else True,
+    )
+    preempt = common.Preemption(str(cfg.preempt.signal))
+    self_signal = cfg.preempt.self_signal_step
     try:
-        with diag:
+        with diag, preempt:
             for step in range(start + 1, n_steps + 1):
                 G.train()
                 D.train()
                 with autocast:
                     if step <= int(cfg.train.pretrain_steps):
                         x, y = batch()
-                        loss_g = torch.nn.functional.mse_loss(G(x), y)
+                        loss_g = torch.nn.functional.mse_loss(G_fw(x), y)
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
@@ -365,27 +459,16 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         meter.add("loss/G_mse", loss_g)
                     else:
                         for _ in range(n_critic):
-                            x, y = batch()
-                            up = upsample(x, int(cfg.data.factor))
-                            with torch.no_grad():
-                                fake = G(x)
-                            s_real, s_fake = D(y, up), D(fake, up)
-                            gp = gradient_penalty(D, y, fake, up)
-                            loss_d = critic_loss(s_real, s_fake) + lam * gp
-                            opt_d.zero_grad(set_to_none=True)
-                            loss_d.backward()
-                            guard(step, "D", loss_d, D)
-                            opt_d.step()
-                        meter.add("loss/D", loss_d)
-                        meter.add("loss/gp", gp)
-                        meter.add("gan/wasserstein", s_real.mean() - s_fake.mean())
-                        meter.add("gan/score_real", s_real.mean())
-                        meter.add("gan/score_fake", s_fake.mean())
+                            c = critic_step(*batch())
+                        meter.add("loss/D", c["loss/D"])
+                        meter.add("loss/gp", c["loss/gp"])
+                        meter.add("gan/wasserstein", c["s_real"].mean() - c["s_fake"].mean())
+                        meter.add("gan/score_real", c["s_real"].mean())
+                        meter.add("gan/score_fake", c["s_fake"].mean())
                         meter.add("grad/D/total_norm", grad_norm(D))
                         x, y = batch()
-                        up = upsample(x, int(cfg.data.factor))
-                        fake = G(x)
-                        loss_g = generator_loss(D(fake, up))
+                        fake = G_fw(x)
+                        loss_g = generator_loss(D_fw(fake, upsample(x, f)))
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
@@ -403,11 +486,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         writer.scalars(vals | {"perf/steps_per_s": rate}, step)
                     last_scalars.update(vals)
                     pbar.set_postfix(
-                        {
-                            k.split("/")[-1]: f"{v:.3g}"
-                            for k, v in vals.items()
-                            if k.startswith("loss")
-                        }
+                        {k[5:]: f"{v:.3g}" for k, v in vals.items() if k.startswith("loss/")}
                     )
                     log.info(
                         "step %d %s (%.2f steps/s)",
@@ -417,29 +496,44 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                     )
                 if step % int(cfg.log.slices_every) == 0 or step == n_steps:
                     write_slices(step)
-                if step % int(cfg.snapshot.every) == 0 or step == n_steps:
+                if self_signal is not None and step == int(self_signal):
+                    os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
+                stop = distributed.any_rank_true(preempt.requested, info)
+                if step % int(cfg.snapshot.every) == 0 or step == n_steps or stop:
                     with writer.cost("snapshots"):
                         snapshot(step)
-                if step % int(cfg.checkpoint.every) == 0 or step == n_steps:
+                if step % int(cfg.checkpoint.every) == 0 or step == n_steps or stop:
                     with writer.cost("checkpoints"):
                         checkpoint(step)
-    except StopTraining as e:
-        status = "stopped"
-        log.error("%s", e)
+                if stop:
+                    status, exit_code = "preempted", common.EXIT_PREEMPTED
+                    log.warning(
+                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
+                        cfg.preempt.signal,
+                        step,
+                        run_dir,
+                        exit_code,
+                    )
+                    break
+    except StopTraining:
+        status, exit_code = "stopped", 3
         raise
     finally:
         pbar.close()
         writer.text("run/status", f"{status} at step {step}", step)
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
+        distributed.cleanup(info)
 
     summary = {
         "status": status,
+        "exit_code": exit_code,
         "step": step,
         "run_dir": str(run_dir),
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if info.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", summary)
     return summary
 
@@ -447,7 +541,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 def _overrides(run_dir: Path) -> list[str]:
     """The Hydra overrides that made this run (a resume keeps those of the original start)."""
     p = run_dir / ".hydra" / "overrides.yaml"
-    now = [str(o) for o in OmegaConf.load(p) if not str(o).startswith("resume=")] if p.is_file() else []
+    now = (
+        [str(o) for o in OmegaConf.load(p) if not str(o).startswith("resume=")]
+        if p.is_file()
+        else []
+    )
     meta = run_dir / "snapshots" / "meta.json"
     if not now and meta.is_file():
         return list(json.loads(meta.read_text()).get("overrides", []))
@@ -459,10 +557,14 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        train(cfg, HydraConfig.get().runtime.output_dir)
-    except (mantle.DataError, ValueError, FileNotFoundError, StopTraining) as e:
+        summary = train(cfg, HydraConfig.get().runtime.output_dir)
+    except StopTraining as e:
         log.error("%s", e)
-        sys.exit(1 if not isinstance(e, StopTraining) else 3)
+        sys.exit(3)
+    except (mantle.DataError, ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        sys.exit(2)
+    sys.exit(summary["exit_code"])
 
 
 if __name__ == "__main__":

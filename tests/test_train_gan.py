@@ -63,8 +63,9 @@ def test_events_scalars_and_slice_images(cache_dir, tmp_path):
     assert [e.step for e in acc.Scalars("loss/D")] == [2, 4]
     imgs = acc.Images("slices/G/probe1")
     assert [e.step for e in imgs] == [2, 4]
-    # rows input/generated/truth/difference, one column per variable (4 variables by default)
-    assert imgs[0].width > imgs[0].height
+    # 4 columns (variables) of 192 px cells (8 px crop x 24) with 3 px gaps; 4 rows
+    # (input, generated, truth, difference) each with an 18 px title strip
+    assert (imgs[0].width, imgs[0].height) == (4 * (192 + 3) + 3, 4 * (192 + 18 + 3) + 3)
 
 
 def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
@@ -87,7 +88,7 @@ def test_checkpoint_resume_continues(cache_dir, tmp_path):
     ckpts = common.list_checkpoints(tmp_path / "checkpoints")
     assert [s for s, _ in ckpts] == [2, 4]
     state = torch.load(ckpts[-1][1], weights_only=True)
-    assert {"G", "D", "opt_G", "opt_D", "step", "rng", "sampler"} <= set(state)
+    assert {"G", "D", "opt_G", "opt_D", "step", "rng", "data", "complete"} <= set(state)
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
     cfg2 = gan_cfg(
@@ -149,7 +150,7 @@ def test_missing_data_dir_fails_before_training(cache_dir, tmp_path):
 
 
 def test_bad_file_listed_before_training(cache_dir, tmp_path):
-    src = mantle.ensure_builtin(cache_dir, preset="tiny")
+    src = mantle.ensure_builtin(cache_dir, **mantle.TINY)
     data = tmp_path / "data"
     data.mkdir()
     files = sorted(src.glob("spherical*.nc"))

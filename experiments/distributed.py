@@ -1,0 +1,62 @@
+"""torchrun support: process group set-up, the rank's device, and agreement across ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on GPUs,
+    gloo on CPU); without ``WORLD_SIZE`` > 1 this is a single process and nothing is set up."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    want_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local}" if want_cuda else "cpu")
+    if want_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if want_cuda else "gloo", timeout=datetime.timedelta(minutes=10)
+        )
+    return DistInfo(rank, local, world), device
+
+
+def all_ranks_true(flag: torch.Tensor | bool, info: DistInfo) -> bool:
+    """True only if ``flag`` holds on every rank (one host sync; a collective under torchrun)."""
+    t = torch.as_tensor(flag)
+    if info.enabled:
+        t = t.to(torch.int32).reshape(1).clone()
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.reshape(()))
+
+
+def any_rank_true(flag: bool, info: DistInfo) -> bool:
+    """True if ``flag`` holds on any rank (e.g. a preemption signal delivered to one process)."""
+    return not all_ranks_true(not flag, info)
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
