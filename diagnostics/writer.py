@@ -92,11 +92,14 @@ class Writer:
         names = sorted(set(self.seconds) | set(self.bytes))
         lines = [f"{'diagnostic':<20} {'seconds':>10} {'MB written':>12}"]
         for n in names:
-            lines.append(f"{n:<20} {self.seconds.get(n, 0.0):>10.3f} {self.bytes.get(n, 0) / 1e6:>12.3f}")
+            lines.append(
+                f"{n:<20} {self.seconds.get(n, 0.0):>10.3f} {self.bytes.get(n, 0) / 1e6:>12.3f}"
+            )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------- records
     def scalar(self, tag: str, value, step: int) -> None:
+        """One scalar (a tensor is copied to the host here, once)."""
         if not self.is_writer:
             return
         self._tb.add_scalar(tag, _to_float(value), step)
@@ -160,7 +163,9 @@ class Writer:
             limits = np.concatenate([[lo], limits])
             bucket = np.concatenate([[0.0], bucket])
         num = float(counts.sum())
-        centres = np.concatenate([[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + width / 2]])
+        centres = np.concatenate(
+            [[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + width / 2]]
+        )
         if total is None:
             total = float((counts * centres).sum())
         if sum_squares is None:
@@ -193,7 +198,9 @@ class Writer:
             return
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
-            raise ValueError(f"image {tag!r}: expected uint8 (H, W, 3|4), got {img.dtype} {img.shape}")
+            raise ValueError(
+                f"image {tag!r}: expected uint8 (H, W, 3|4), got {img.dtype} {img.shape}"
+            )
         self._tb.add_image(tag, img, step, dataformats="HWC")
 
     def figure(self, tag: str, fig, step: int) -> None:
@@ -212,23 +219,40 @@ class Writer:
         self.image(tag, img, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
+        """A markdown text entry (indent by 4 spaces to keep a table's columns)."""
         if not self.is_writer:
             return
         self._tb.add_text(tag, text, step)
 
-    def embedding(self, mat, *, metadata=None, label_img=None, step: int = 0, tag: str = "default", metadata_header=None) -> None:
+    def embedding(
+        self,
+        mat,
+        *,
+        metadata=None,
+        label_img=None,
+        step: int = 0,
+        tag: str = "default",
+        metadata_header=None,
+    ) -> None:
         """Projector export (tensor, metadata, sprite and config under ``log_dir/<step>/<tag>``)."""
         if not self.is_writer:
             return
         self._tb.add_embedding(
-            mat, metadata=metadata, label_img=label_img, global_step=step, tag=tag, metadata_header=metadata_header
+            mat,
+            metadata=metadata,
+            label_img=label_img,
+            global_step=step,
+            tag=tag,
+            metadata_header=metadata_header,
         )
 
     def flush(self) -> None:
+        """Write pending events to disk."""
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        """Account the last bytes, close the event file; later calls write nothing."""
         if self._tb is not None:
             self._mark()
             self._tb.close()

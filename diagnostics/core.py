@@ -1,0 +1,284 @@
+"""Attach diagnostics to any plain PyTorch loop in three lines.
+
+::
+
+    diag = Diagnostics(models={"G": G, "D": D}, optimizers={"G": opt_g, "D": opt_d},
+                       writer=writer, cfg=cfg.diagnostics)
+    with diag:                      # hooks on entry, removed in finally (also on exception)
+        for step in range(start, n):
+            ...                     # any number of forward/backward/optimizer steps
+            diag.step(step)         # cheap; writes at step % every == 0
+
+All statistics live in one flat float64 device buffer (views per layer and per parameter). On a
+training step nothing leaves the device; at a write the buffer is summed over ranks
+(``all_reduce``), copied to the host once, zeroed, and turned into records by each diagnostic
+(the pattern of stylegan2-ada's ``training_stats``: cheap report anywhere, one collect per tick).
+
+Config keys (any Mapping, e.g. an OmegaConf DictConfig): ``enabled``, ``every`` (write period),
+``record_every`` (activations and gradients are recorded at steps divisible by it; made a divisor
+of ``every`` if it is not), ``image_every`` (period of the colorful/dead-chart images; default ``every``),
+``activations`` (``enabled``, ``types``, ``names``, ``exclude``, ``lo``, ``hi``, ``n_bins``,
+``transform``, ``edges``, ``dead_bins``), ``weights`` (``enabled``, ``n_bins``, ``range``) and
+``grads`` (``enabled``, ``lo``, ``hi``, ``n_bins``, ``edges``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .activations import ActivationStats
+from .hooks import unwrap
+from .params import ParamStats
+from .stats import layout
+
+
+def plain(cfg) -> dict:
+    """A plain dict (recursively) from any Mapping, e.g. an OmegaConf DictConfig, without OmegaConf."""
+    if cfg is None:
+        return {}
+
+    def conv(v):
+        if isinstance(v, Mapping):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def _dist() -> tuple[bool, int]:
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_world_size()
+    return False, 1
+
+
+class Diagnostics:
+    """Activation, weight and gradient statistics of named models, written through a Writer.
+
+    Args:
+        models: name -> module (DDP/compiled modules are unwrapped).
+        optimizers: name -> optimizer; gradients are measured right before each ``step()``.
+        writer: a :class:`diagnostics.Writer`, or None to keep only ``history``.
+        cfg: configuration mapping (see the module docstring).
+        start_step: first step the loop will pass to :meth:`step` (decides the first recording).
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, nn.Module],
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+        writer=None,
+        cfg: Mapping | None = None,
+        *,
+        start_step: int = 0,
+    ) -> None:
+        c = plain(cfg)
+        self.enabled = bool(c.get("enabled", True))
+        self.every = int(c.get("every", 100))
+        self.record_every = int(c.get("record_every", 10))
+        self.image_every = int(c.get("image_every") or self.every)
+        if self.every < 1 or self.record_every < 1:
+            raise ValueError(
+                f"every and record_every must be >= 1, got {self.every}, {self.record_every}"
+            )
+        if self.every % self.record_every:
+            # A write must fall on a recorded step, or it could report an empty interval; a
+            # command-line override of `every` alone should still run, so sample more often.
+            fixed = math.gcd(self.every, self.record_every)
+            warnings.warn(
+                f"diagnostics: every={self.every} is not a multiple of record_every="
+                f"{self.record_every}; recording every {fixed} steps",
+                stacklevel=2,
+            )
+            self.record_every = fixed
+        self.writer = writer
+        self.models = {k: unwrap(m) for k, m in models.items()}
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.write_seconds: dict[str, float] = defaultdict(float)
+        self.n_writes = 0
+        self._entered = False
+        self._pending = False
+        self._last_step: int | None = None
+        self.act = None
+        self.params = None
+        if not self.enabled:
+            return
+        acfg = c.get("activations", {}) or {}
+        if acfg.get("enabled", True):
+            self.act = ActivationStats(self.models, acfg)
+        wcfg, gcfg = c.get("weights", {}) or {}, c.get("grads", {}) or {}
+        if wcfg.get("enabled", True) or gcfg.get("enabled", True):
+            self.params = ParamStats(self.models, optimizers, wcfg, gcfg)
+        device = torch.device("cpu")
+        for m in self.models.values():
+            p = next(m.parameters(), None)
+            if p is not None:
+                device = p.device
+                break
+        sizes_a = self.act.sizes() if self.act else []
+        sizes_p = self.params.sizes() if self.params else []
+        self._spans = layout(sizes_a + sizes_p)
+        self._n_act = len(sizes_a)
+        self._flat = torch.zeros(sum(sizes_a) + sum(sizes_p), dtype=torch.float64, device=device)
+        views = [self._flat[s] for s in self._spans]
+        if self.act:
+            self.act.bind(views[: self._n_act])
+        if self.params:
+            self.params.bind(views[self._n_act :])
+        self._set_active(start_step % self.record_every == 0)
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Diagnostics:
+        if self.enabled:
+            try:
+                if self.act:
+                    self.act.register()
+                if self.params:
+                    self.params.register()
+            except BaseException:
+                self._remove()
+                raise
+        self._entered = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            # A collective at exit is safe only when every rank got here normally.
+            if exc_type is None and self.enabled and self._pending and self._last_step is not None:
+                self._write(self._last_step)
+        finally:
+            self._remove()
+            self._entered = False
+            if self.enabled and self.writer is not None and self.writer.is_writer:
+                self.writer.text(
+                    "diagnostics/cost", _markdown_pre(self.summary()), self._last_step or 0
+                )
+                self.writer.flush()
+
+    def detach(self) -> None:
+        """Remove the hooks without the end-of-run write; entering again re-attaches them."""
+        self._remove()
+
+    def _remove(self) -> None:
+        if self.act:
+            self.act.remove()
+        if self.params:
+            self.params.remove()
+
+    def _set_active(self, on: bool) -> None:
+        self._active = on
+        if self.act:
+            self.act.active = on
+        if self.params:
+            self.params.active = on
+
+    # -------------------------------------------------------------------------------- the step
+    def step(self, step: int) -> None:
+        """End of training step ``step``: write at ``step % every == 0``; choose the next recording."""
+        if not self.enabled:
+            return
+        self._last_step = int(step)
+        self._pending = True
+        if self.params:
+            self.params.on_step()
+        if step % self.every == 0:
+            self._write(step)
+        self._set_active((step + 1) % self.record_every == 0)
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        ctx = self.writer.cost(name) if self.writer is not None and self.writer.is_writer else None
+        t0 = time.perf_counter()
+        try:
+            if ctx is None:
+                yield
+            else:
+                with ctx:
+                    yield
+        finally:
+            self.write_seconds[name] += time.perf_counter() - t0
+
+    def _reduce_max(self, t: torch.Tensor) -> np.ndarray:
+        on, world = _dist()
+        if on and world > 1:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.detach().to("cpu", copy=True).double().numpy()
+
+    def _write(self, step: int) -> None:
+        on, world = _dist()
+        writer = self.writer if self.writer is not None and self.writer.is_writer else None
+        if self.params:
+            with self._timed("params"):
+                self.params.measure_weights(self._reduce_max)
+        with self._timed("reduce"):
+            red = self._flat
+            if on and world > 1:
+                red = red.clone()
+                dist.all_reduce(red)
+            host = red.to("cpu", copy=True).numpy()  # the one host copy of this write
+            self._flat.zero_()
+        segs = [host[s] for s in self._spans]
+        images = step % self.image_every == 0
+        if self.act:
+            with self._timed("act"):
+                scalars: dict[str, float] = {}
+                self.act.emit(segs[: self._n_act], step, writer, scalars, images)
+                self._scalars(scalars, step, writer)
+        if self.params:
+            with self._timed("params"):
+                scalars = {}
+                self.params.emit(segs[self._n_act :], step, writer, scalars, world)
+                self._scalars(scalars, step, writer)
+        self.n_writes += 1
+        self._pending = False
+
+    def _scalars(self, scalars: dict[str, float], step: int, writer) -> None:
+        for tag, v in scalars.items():
+            self.history[tag].append((step, float(v)))
+        if writer is not None:
+            writer.scalars(scalars, step)
+
+    # ---------------------------------------------------------------------------------- output
+    def summary(self) -> str:
+        """Cost report: per diagnostic, seconds on the training step, seconds writing, MB written."""
+        rec = {
+            "act": self.act.seconds if self.act else 0.0,
+            "params": self.params.seconds if self.params else 0.0,
+        }
+        names = [n for n in ("act", "params", "reduce") if n in rec or n in self.write_seconds]
+        wb = self.writer.bytes if self.writer is not None else {}
+        lines = [f"{'diagnostic':<12} {'record s':>10} {'write s':>10} {'MB written':>11}"]
+        for n in names:
+            lines.append(
+                f"{n:<12} {rec.get(n, 0.0):>10.3f} {self.write_seconds.get(n, 0.0):>10.3f}"
+                f" {wb.get(n, 0) / 1e6:>11.3f}"
+            )
+        lines.append(
+            f"writes: {self.n_writes}, every {self.every}, record_every {self.record_every}"
+        )
+        return "\n".join(lines)
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """``act_hist/<model>/<layer>`` int64 counts and ``act_dead/...`` since the previous call."""
+        return self.act.snapshot_arrays() if self.act else {}
+
+    def snapshot_meta(self) -> dict:
+        """Run-wide facts for snapshots: ``act_edges`` and ``layers`` per model."""
+        return self.act.meta() if self.act else {"act_edges": [], "layers": {}}
+
+
+def _markdown_pre(text: str) -> str:
+    """Markdown code block (4-space indent) so TensorBoard keeps the table's columns."""
+    return "\n".join("    " + line for line in text.splitlines())

@@ -1,0 +1,75 @@
+"""Under torch.distributed (gloo, 2 CPU processes): counts summed across ranks, one event file."""
+
+import glob
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from diagnostics import Diagnostics, Writer
+
+KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
+
+
+def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        lin = nn.Linear(1, 1)
+        with torch.no_grad():
+            lin.weight.fill_(1.0)
+            lin.bias.zero_()
+        model = DDP(nn.Sequential(lin))
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        writer = Writer(run_dir, rank=rank)
+        # Rank 0 sees 0.1 three times, rank 1 sees 9.0 five times (identity layer, lr 0).
+        x = torch.full((3, 1), 0.1) if rank == 0 else torch.full((5, 1), 9.0)
+        with Diagnostics({"M": model}, {"M": opt}, writer, {"every": 2, "record_every": 1}) as diag:
+            for step in range(2):
+                opt.zero_grad()
+                model(x).sum().backward()
+                opt.step()
+                diag.step(step)
+        writer.close()
+        with open(os.path.join(run_dir, f"history{rank}.json"), "w") as f:
+            json.dump(diag.history, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_histograms_summed_across_ranks_and_one_event_file(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
+    assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 1
+    ea = EventAccumulator(str(tmp_path), size_guidance=KEEP_ALL)
+    ea.Reload()
+    (h, h1) = ea.Histograms("act/M/0/hist")  # the write at 0 and the final flush at 1
+    assert h.step == 0 and h1.step == 1
+    counts = dict(zip(h.histogram_value.bucket_limit, h.histogram_value.bucket, strict=True))
+    # 3 x 0.1 from rank 0 in [0, .25), 5 x 9.0 from rank 1 in [9, 9.25): 8 values in all.
+    assert {k: v for k, v in counts.items() if v} == {0.25: 3.0, 9.25: 5.0}
+    assert h.histogram_value.num == 8
+    mean = ea.Scalars("act/M/0/mean")[0].value
+    assert mean == pytest.approx((3 * 0.1 + 5 * 9.0) / 8, rel=1e-6)
+    # DDP averages the gradients: d/dw = (0.3 + 45) / 2; d/db = (3 + 5) / 2; equal on both ranks.
+    assert ea.Scalars("grad/M/0.weight/norm")[0].value == pytest.approx(22.65, rel=1e-6)
+    assert ea.Scalars("grad/M/0.bias/norm")[0].value == pytest.approx(4.0, rel=1e-6)
+    assert ea.Scalars("weights/M/0.weight/norm")[0].value == pytest.approx(1.0)
+    hist0 = json.loads((tmp_path / "history0.json").read_text())
+    hist1 = json.loads((tmp_path / "history1.json").read_text())
+    assert hist0 == hist1 and hist0["act/M/0/mean"][0][1] == pytest.approx(5.6625, rel=1e-6)

@@ -1,0 +1,72 @@
+"""Hook handling: layer selection, unwrapping, removal also after an exception, training mode only."""
+
+import pytest
+import torch
+from torch import nn
+
+from diagnostics.hooks import Hooks, first_tensor, select_modules, unwrap
+
+
+def net():
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(2, 2, 1), nn.Tanh()), nn.Flatten()
+    )
+
+
+def test_select_by_type_name_and_exclude():
+    m = net()
+    assert [n for n, _ in select_modules(m)] == ["0", "1", "2.0", "2.1"]
+    assert [n for n, _ in select_modules(m, types=["Conv2d"])] == ["0", "2.0"]
+    assert [n for n, _ in select_modules(m, types=[nn.Tanh])] == ["2.1"]
+    assert [n for n, _ in select_modules(m, names=r"^2\.")] == ["2.0", "2.1"]
+    assert [n for n, _ in select_modules(m, exclude=r"^2\.")] == ["0", "1"]
+    # Empty types: every leaf module, Flatten included.
+    assert [n for n, _ in select_modules(m, types=[])] == ["0", "1", "2.0", "2.1", "3"]
+
+
+def test_unwrap_dataparallel_and_compiled_attr():
+    m = net()
+    assert unwrap(nn.DataParallel(m)) is m
+
+    class Compiled(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    assert unwrap(Compiled(m)) is m
+    assert [n for n, _ in select_modules(nn.DataParallel(m))] == ["0", "1", "2.0", "2.1"]
+
+
+def test_hooks_removed_after_block_and_after_exception():
+    m = net()
+    mods = [mod for _, mod in select_modules(m)]
+    seen = []
+    with Hooks(mods, lambda i, mod, out: seen.append(i)):
+        assert all(len(x._forward_hooks) == 1 for x in mods)
+        m(torch.zeros(1, 1, 5, 5))
+    assert seen == [0, 1, 2, 3]
+    assert all(len(x._forward_hooks) == 0 for x in mods)
+    with pytest.raises(RuntimeError, match="boom"):
+        with Hooks(mods, lambda i, mod, out: None):
+            raise RuntimeError("boom")
+    assert all(len(x._forward_hooks) == 0 for x in mods)
+
+
+def test_hooks_record_only_in_training_mode():
+    m = net()
+    seen = []
+    with Hooks([m[0]], lambda i, mod, out: seen.append(out.shape)):
+        m.eval()
+        m(torch.zeros(1, 1, 5, 5))
+        assert seen == []
+        m.train()
+        m(torch.zeros(1, 1, 5, 5))
+    assert seen == [torch.Size([1, 2, 3, 3])]
+
+
+def test_first_tensor():
+    a = torch.ones(2)
+    assert first_tensor(a) is a
+    assert first_tensor((torch.ones(2, dtype=torch.long), a)) is a
+    assert first_tensor({"x": None, "y": [a]}) is a
+    assert first_tensor(None) is None
