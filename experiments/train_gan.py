@@ -157,8 +157,10 @@ def build_models(cfg: DictConfig, n_var: int, device: torch.device) -> tuple[Gen
         n_blocks=d.n_blocks,
         act=cfg.model.act,
     )
-    init_weights(G, float(cfg.model.init_std), float(cfg.model.init_bias))
-    init_weights(D, float(cfg.model.init_std), float(cfg.model.init_bias))
+    std = None if cfg.model.init_std is None else float(cfg.model.init_std)
+    bias = None if cfg.model.init_bias is None else float(cfg.model.init_bias)
+    init_weights(G, std, bias)
+    init_weights(D, std, bias)
     return G.to(device), D.to(device)
 
 

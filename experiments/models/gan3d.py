@@ -190,10 +190,12 @@ class Critic(nn.Module):
         return self.score(self.features(fine, coarse_up)).flatten(1).mean(1)
 
 
-def init_weights(module: nn.Module, std: float = 0.02, bias: float = 0.0) -> None:
-    """N(0, std) conv weights and constant biases (a large negative bias kills ReLUs on purpose)."""
+def init_weights(module: nn.Module, std: float | None = 0.02, bias: float | None = 0.0) -> None:
+    """N(0, std) conv weights (None keeps PyTorch's default) and constant biases (None keeps
+    the default; a large negative bias kills ReLUs, used on purpose by the health benchmark)."""
     for m in module.modules():
         if isinstance(m, nn.Conv3d):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
+            if std is not None:
+                nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None and bias is not None:
                 nn.init.constant_(m.bias, bias)
