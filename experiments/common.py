@@ -203,6 +203,11 @@ class Preemption:
     def __exit__(self, *exc) -> None:
         import signal
 
-        if self._old is not None:
-            signal.signal(self.signum, self._old)
-            self._old = None
+        old, self._old = self._old, None
+        if old is None:
+            return
+        signal.signal(self.signum, old)
+        # Under submitit the previous handler requeues the job: hand the signal on once our
+        # checkpoint is safely written.
+        if self.requested and callable(old):
+            old(self.signum, None)

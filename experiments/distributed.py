@@ -28,6 +28,8 @@ class DistInfo:
 def init(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (NCCL on GPUs,
     gloo on CPU); without ``WORLD_SIZE`` > 1 this is a single process and nothing is set up."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        _export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     want_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
@@ -39,6 +41,19 @@ def init(device_name: str) -> tuple[DistInfo, torch.device]:
             "nccl" if want_cuda else "gloo", timeout=datetime.timedelta(minutes=10)
         )
     return DistInfo(rank, local, world), device
+
+
+def _export_submitit_env() -> None:
+    """Under Hydra's submitit launcher (one task per GPU, no torchrun), export RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the Slurm job as torchrun would."""
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as e:
+        raise RuntimeError(
+            "SLURM_NTASKS > 1 without torchrun: install the slurm extra "
+            "(pip install -e '.[slurm]') or launch with torchrun"
+        ) from e
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def all_ranks_true(flag: torch.Tensor | bool, info: DistInfo) -> bool:
