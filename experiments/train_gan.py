@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -77,6 +78,16 @@ def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[
     return available[: len(available) - n_val], available[len(available) - n_val :]
 
 
+def _check_finite(data_dir: Path, steps: list[int], fields: np.ndarray) -> None:
+    """NaN or Inf in a data file is bad input: name every such file before training."""
+    bad = [s for s, f in zip(steps, fields, strict=True) if not np.isfinite(f).all()]
+    if bad:
+        names = ", ".join(str(Path(data_dir) / mantle.file_name(s)) for s in bad)
+        raise mantle.DataError(
+            f"{len(bad)} file(s) hold NaN or Inf values (expected finite fields): {names}"
+        )
+
+
 def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     """Validate every file, load, scale (min/max from the training set) and build the datasets.
 
@@ -103,6 +114,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     mantle.validate_files(data_dir, variables, train_steps + val_steps)
     drop_r = [int(i) for i in cfg.data.drop_r]
     train_fields = mantle.load_fields(data_dir, train_steps, variables, drop_r, validate=False)
+    _check_finite(data_dir, train_steps, train_fields)
     coords = mantle.load_coords(data_dir, train_steps[0], drop_r)
     scaler = mantle.Scaler.fit(train_fields, variables)
     if write:
@@ -124,6 +136,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     probe_src = train_ds
     if val_steps:
         val_fields = mantle.load_fields(data_dir, val_steps, variables, drop_r, validate=False)
+        _check_finite(data_dir, val_steps, val_fields)
         probe_src = mantle.CropDataset(
             scaler.transform(val_fields), crop=crop, factor=f, roll=False, seed=int(cfg.seed) + 1
         )

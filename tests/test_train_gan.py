@@ -194,3 +194,18 @@ def test_cli_help_and_unknown_key():
         timeout=120,
     )
     assert bad.returncode != 0 and "bogus" in bad.stderr
+
+
+def test_nan_values_in_a_file_are_bad_input(cache_dir, tmp_path):
+    import xarray as xr
+
+    src = mantle.ensure_builtin(cache_dir, **mantle.TINY)
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(src.glob("spherical*.nc")):
+        ds = xr.load_dataset(f)
+        if f.name == "spherical002.nc":
+            ds["vx"][0, 0, 0] = float("nan")
+        ds.to_netcdf(data / f.name)
+    with pytest.raises(mantle.DataError, match="spherical002.nc"):
+        train(gan_cfg(cache_dir, f"data.dir={data}"), tmp_path / "run")

@@ -121,7 +121,7 @@ class Convection:
         t0, n = self.theta_hat, self.advection_hat
         t1 = full * (t0 + dt * n(t0))
         t2 = 0.75 * half * t0 + 0.25 * back * (t1 + dt * n(t1))
-        self.theta_hat = full * t0 / 3 + (2 / 3) * half * (t2 + dt * n(t2))
+        self.theta_hat = self.project(full * t0 / 3 + (2 / 3) * half * (t2 + dt * n(t2)))
         self.time += dt
 
     def cfl_dt(self, cfl: float = 1.0, dt_max: float = 1e-3) -> float:
