@@ -30,8 +30,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diagnostics.core import Diagnostics
+from diagnostics.gan import GanBalance, ValueDistribution
+from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.slices import slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
+from diagnostics.spectra import log_spectra
 from diagnostics.writer import Writer
 from experiments import common, distributed
 from experiments.data import mantle
@@ -177,6 +180,14 @@ def build_models(cfg: DictConfig, n_var: int, device: torch.device) -> tuple[Gen
     return G.to(device), D.to(device)
 
 
+def host(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Device scalars to host floats in one transfer (write time only)."""
+    if not tensors:
+        return {}
+    vals = torch.stack([t.detach().reshape(()).float() for t in tensors.values()]).cpu().tolist()
+    return dict(zip(tensors, vals, strict=True))
+
+
 class Meter:
     """Running sums of scalars on the device; read (one host copy) only at write time."""
 
@@ -243,23 +254,6 @@ class BatchStream:
 
     def load(self, state: dict) -> None:
         self.epoch, self.pos, self._order = int(state["epoch"]), int(state["pos"]), None
-
-
-def grad_norm(module: torch.nn.Module) -> torch.Tensor:
-    """Total L2 norm of the gradients, on the device."""
-    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-
-
-def all_finite(*tensors: torch.Tensor) -> torch.Tensor:
-    """One boolean tensor: every value of every tensor is finite (no host sync)."""
-    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
-    return torch.stack(flags).all()
-
-
-def nonfinite_names(named: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the tensors that hold NaN or Inf (called only after the guard fired)."""
-    return [n for n, t in named.items() if t is not None and not bool(torch.isfinite(t).all())]
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -343,6 +337,15 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         }
     )
 
+    balance = GanBalance()
+    values = ValueDistribution(variables, lo=-0.25, hi=1.25)  # scaled units: [0, 1] is the data
+    monitor = HealthMonitor(
+        cfg.health,
+        writer if info.is_main else None,
+        run_dir if info.is_main else None,
+        total_steps=int(cfg.train.steps),
+    )
+
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.amp == "bf16" and device.type == "cuda"
@@ -366,17 +369,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     def guard(step: int, what: str, loss: torch.Tensor, module: torch.nn.Module) -> None:
         # The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
         # update is never applied, and every rank stops together.
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if distributed.all_ranks_true(all_finite(loss, *grads), info):
+        if distributed.all_ranks_true(all_finite(loss, module.parameters()), info):
             return
-        named = {f"loss/{what}": loss} | {
-            f"grad/{what}/{n}": p.grad for n, p in module.named_parameters()
-        }
-        bad = nonfinite_names(named) or ["(another rank)"]
-        raise StopTraining(
-            f"non-finite values at step {step} in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; "
-            f"the update was not applied; last good checkpoint: {common.latest_checkpoint(run_dir)}"
-        )
+        msg = nonfinite_report({f"loss/{what}": loss, **named_grads(module, what)}, step=step)
+        msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+        monitor.report_nonfinite(step, msg)
+        raise StopTraining(msg)
 
     def checkpoint(step: int) -> None:
         rngs = [common.rng_state()]
@@ -417,6 +415,27 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             for k, v in {"input_up": up, "fake": fake, "truth": probe_y}.items()
         }
 
+    def write_physics(step: int) -> None:
+        """Spectra, value distributions and diversity of the fixed probe samples."""
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            torch.no_grad(),
+        ):
+            torch.manual_seed(int(cfg.log.probe_seed))
+            was = G.training
+            G.eval()
+            try:
+                draws = torch.stack([G(probe_x) for _ in range(int(cfg.log.n_noise_draws))])
+            finally:
+                G.train(was)
+        up = upsample(probe_x, f)
+        spec = log_spectra(writer, step, variables, probe_y, draws[0], up)
+        values.update(probe_y, draws[0])
+        extra = values.write(writer, step)
+        values.reset()
+        balance.update_diversity(draws)
+        monitor.record(step, spec | extra)
+
     def write_slices(step: int) -> None:
         with writer.cost("slices"):
             s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
@@ -443,8 +462,10 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         guard(step, "D", loss_d, D)
+        balance.update(s_real, s_fake)
+        balance.update_grad_norm("D", D.parameters())
         opt_d.step()
-        return {"loss/D": loss_d, "loss/gp": gp, "s_real": s_real, "s_fake": s_fake}
+        return {"loss/D": loss_d, "loss/gp": gp}
 
     t0, step = time.perf_counter(), start
     status, exit_code = "completed", 0
@@ -477,29 +498,35 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                             c = critic_step(*batch())
                         meter.add("loss/D", c["loss/D"])
                         meter.add("loss/gp", c["loss/gp"])
-                        meter.add("gan/wasserstein", c["s_real"].mean() - c["s_fake"].mean())
-                        meter.add("gan/score_real", c["s_real"].mean())
-                        meter.add("gan/score_fake", c["s_fake"].mean())
-                        meter.add("grad/D/total_norm", grad_norm(D))
                         x, y = batch()
                         fake = G_fw(x)
                         loss_g = generator_loss(D_fw(fake, upsample(x, f)))
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
+                        balance.update_grad_norm("G", G.parameters())
                         opt_g.step()
                         meter.add("loss/G", loss_g)
                         meter.add("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
-                meter.add("grad/G/total_norm", grad_norm(G))
                 diag.step(step)
                 pbar.update(1)
 
+                # Probe writes first: their diversity goes out with this step's scalars.
+                if step % int(cfg.log.slices_every) == 0 or step == n_steps:
+                    write_slices(step)
+                    write_physics(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
                     with writer.cost("scalars"):
-                        vals = meter.means()
+                        vals = meter.means() | host(balance.compute())
+                        balance.reset()
                         rate = (step - start) / (time.perf_counter() - t0)
                         writer.scalars(vals | {"perf/steps_per_s": rate}, step)
                     last_scalars.update(vals)
+                    with writer.cost("health"):
+                        monitor.record(step, vals)
+                        monitor.update(step, diag.history)
+                    if distributed.any_rank_true(monitor.should_stop, info):
+                        raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
                     pbar.set_postfix(
                         {k[5:]: f"{v:.3g}" for k, v in vals.items() if k.startswith("loss/")}
                     )
@@ -509,8 +536,6 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         " ".join(f"{k}={v:.4g}" for k, v in vals.items()),
                         rate,
                     )
-                if step % int(cfg.log.slices_every) == 0 or step == n_steps:
-                    write_slices(step)
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
                 stop = distributed.any_rank_true(preempt.requested, info)
@@ -535,6 +560,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise
     finally:
         pbar.close()
+        verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
@@ -546,6 +572,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "step": step,
         "run_dir": str(run_dir),
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
+        "health": verdict,
     }
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

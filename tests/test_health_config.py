@@ -1,0 +1,20 @@
+"""The health config groups agree with the library's defaults (one source of truth for values)."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from diagnostics.health import DEFAULTS, resolve_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "health"
+
+
+@pytest.mark.parametrize("name", ["gan", "autoencoder"])
+def test_health_yaml_matches_library_defaults(name):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    for check, values in DEFAULTS.items():
+        assert {k: v for k, v in cfg[check].items() if k != "enabled"} == values, check
+    resolved = resolve_config(cfg)
+    off = {c for c, v in resolved.items() if not v["enabled"]}
+    assert off == (set() if name == "gan" else {"critic_overpowering", "mode_collapse", "spectrum"})
