@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diagnostics.core import Diagnostics
+from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.render import apply_cmap, upscale_factor, upscale_nearest
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame, weight_image
@@ -42,6 +43,10 @@ from experiments.models.autoencoder import DenseAutoencoder, make_optimizer, mas
 log = logging.getLogger("train_autoencoder")
 
 common.register_resolvers()
+
+
+class StopTraining(RuntimeError):
+    """Raised when the non-finite guard or a health check with policy ``stop`` ends the run."""
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -269,6 +274,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         arrays = record(0, evaluate(model, x_train, weight))  # the untrained state opens the video
         write_frame(0, arrays)
 
+    monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
     B, log_every = int(cfg.train.batch_size), int(cfg.log.every)
     loss_sum, n_sum = torch.zeros((), device=device), 0  # since the last log write
     snap_sum, n_snap = torch.zeros((), device=device), 0  # since the last snapshot
@@ -283,6 +289,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 loss = masked_mse(model(x), x, weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                # The one deliberate host sync of the step: a non-finite update is never applied.
+                if not bool(all_finite(loss, model.parameters())):
+                    msg = nonfinite_report({"loss/AE": loss, **named_grads(model, "AE")}, step=step)
+                    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+                    monitor.report_nonfinite(step, msg)
+                    raise StopTraining(msg)
                 opt.step()
                 if diag is not None:
                     diag.step(step)
@@ -302,6 +314,10 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                             step,
                         )
                     loss_sum, n_sum = torch.zeros((), device=device), 0
+                    with writer.cost("health"):
+                        monitor.update(step, diag.history if diag is not None else {})
+                    if monitor.should_stop:
+                        raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
                 snap_now = step % int(cfg.snapshot.every) == 0 or step == n_steps
                 frame_now = step % int(cfg.frames.every) == 0 or step == n_steps
                 if snap_now or frame_now:
@@ -320,6 +336,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise
     finally:
         pbar.close()
+        verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
         if diag is not None:
             log.info("diagnostics: %s", diag.summary())
@@ -332,6 +349,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "step": step,
         "run_dir": str(run_dir),
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
+        "health": verdict,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(
@@ -366,9 +384,12 @@ def main(cfg: DictConfig) -> None:
 
     try:
         train(cfg, HydraConfig.get().runtime.output_dir)
+    except StopTraining as e:
+        log.error("%s", e)
+        sys.exit(3)
     except (ValueError, FileNotFoundError, KeyError) as e:
         log.error("%s", e)
-        sys.exit(1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -514,6 +514,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 # Probe writes first: their diversity goes out with this step's scalars.
                 if step % int(cfg.log.slices_every) == 0 or step == n_steps:
                     write_slices(step)
+                if step % int(cfg.log.physics_every) == 0 or step == n_steps:
                     write_physics(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
                     with writer.cost("scalars"):

@@ -214,3 +214,42 @@ def test_nan_values_in_a_file_are_bad_input(cache_dir, tmp_path):
         ds.to_netcdf(data / f.name)
     with pytest.raises(mantle.DataError, match="spherical002.nc"):
         train(gan_cfg(cache_dir, f"data.dir={data}"), tmp_path / "run")
+
+
+def test_nan_in_critic_loss_stops_without_applying_the_step(cache_dir, tmp_path, monkeypatch):
+    """A NaN injected into the critic's loss at step k: no update, parameters equal to those after
+    step k-1 (its checkpoint), the run stops with a message naming the step and the tensor."""
+    import experiments.train_gan as tg
+
+    k, n_critic = 3, 2  # TINY uses train.n_critic=2
+    calls = {"n": 0}
+    real_loss = tg.critic_loss
+
+    def poisoned(s_real, s_fake):
+        calls["n"] += 1
+        loss = real_loss(s_real, s_fake)
+        return loss * float("nan") if calls["n"] == n_critic * (k - 1) + 1 else loss
+
+    built = {}
+    real_build = tg.build_models
+
+    def observed(*a, **kw):
+        built["G"], built["D"] = real_build(*a, **kw)
+        return built["G"], built["D"]
+
+    monkeypatch.setattr(tg, "critic_loss", poisoned)
+    monkeypatch.setattr(tg, "build_models", observed)
+    cfg = gan_cfg(cache_dir, "train.steps=6", "checkpoint.every=1", "checkpoint.n_keep=10")
+    with pytest.raises(tg.StopTraining, match=rf"step {k}.*loss/D") as e:
+        train(cfg, tmp_path)
+    assert "not applied" in str(e.value)
+    last = common.latest_checkpoint(tmp_path)
+    assert last.name == f"ckpt_{k - 1:08d}.pt"
+    state = torch.load(last, weights_only=True)
+    for net in ("G", "D"):
+        for name, v in built[net].state_dict().items():
+            assert torch.equal(v, state[net][name]), f"{net}.{name} changed by the poisoned step"
+    import json
+
+    health = json.loads((tmp_path / "health.json").read_text())
+    assert health["alerts"][0]["check"] == "nonfinite" and health["alerts"][0]["first_step"] == k
