@@ -45,6 +45,8 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
         count_tags: ["act/*/nan_count", "act/*/inf_count", "grad/*/nan_count", "grad/*/inf_count"]  # > 0 fires
       crash_cycles:         # rise-and-crash cycles in a layer's activation statistics (fast.ai lesson 16)
         tags: ["act/*/std"] # fnmatch patterns; '*' also matches '/'
+        exclude: ["act/D/*"]  # a WGAN-GP critic's healthy layers swing 5-10x between writes
+                            # (benchmarks/health.py): its rise and fall is not a crash
         rise: 3.0           # a cycle: the value rises to >= rise x its last trough ...
         drop: 0.33          # ... then falls to <= drop x that peak (a WGAN critic's healthy layers
                             # swing by 2x between writes: benchmarks/health.py)
@@ -119,6 +121,7 @@ DEFAULTS: dict[str, dict] = {
     "crash_cycles": {
         "policy": "warn",
         "tags": ["act/*/std"],
+        "exclude": ["act/D/*"],
         "rise": 3.0,
         "drop": 0.33,
         "n_cycles": 2,
@@ -301,7 +304,10 @@ def crash_cycles(
 def check_crash_cycles(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
     """A layer's activation statistic rose and crashed at least ``n_cycles`` times."""
     hits = []
+    excl = list(cfg["exclude"] or [])
     for tag, vals in _series(history, cfg["tags"]).items():
+        if any(fnmatch.fnmatchcase(tag, p) for p in excl):
+            continue
         series = [v for s, v in vals if s >= since]
         n = crash_cycles(series, cfg["rise"], cfg["drop"], cfg["floor"], cfg["smooth"])
         if n >= cfg["n_cycles"]:

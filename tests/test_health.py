@@ -93,6 +93,9 @@ def test_crash_cycles_fire_on_second_cycle():
     assert first == {"crash_cycles": 100}
     _, first = run_stream(s, cfg={"crash_cycles": {"smooth": 1}})
     assert first == {"crash_cycles": 90}  # unsmoothed: the crash at write 9
+    s["act/D/blocks.1/std"] = s.pop("act/G/blocks.1/std")  # the critic's layers are excluded
+    _, first = run_stream(s)
+    assert first == {}
 
 
 def test_dead_layer_needs_n_consecutive_writes():
