@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diagnostics.core import Diagnostics
+from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.render import apply_cmap, upscale_factor, upscale_nearest
 from diagnostics.snapshots import SnapshotWriter
@@ -194,7 +195,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             "dec_w": keys["decoder.weight"],
         },
     }
-    writer = Writer(run_dir, purge_step=start if start else None)
+    writer = Writer(run_dir, purge_step=start + 1 if start else None)
     diag = make_diagnostics(cfg, model, opt, writer, start)
     if diag is not None:
         meta |= diag.snapshot_meta()
@@ -270,9 +271,36 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             snaps.write(step, arrays)
         return arrays
 
+    # Embeddings: the hidden-layer code of every validation field, thumbnails = the fields.
+    embedder = EmbeddingLogger(writer, run_dir, "AE", cfg.embed) if cfg.embed.enabled else None
+
+    def write_embeddings(step: int) -> None:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                codes = model.encode(x_val)
+        finally:
+            model.train(was)
+        embedder.log(
+            step,
+            codes,
+            x_val.reshape(-1, h, w),
+            coords={
+                "val_index": np.arange(len(x_val)),
+                "time": np.asarray(data.val_times, dtype=str),
+            },
+            attrs={
+                "source": "autoencoder hidden layer (encoder + activation)",
+                "thumbnail": "input field, normalised",
+            },
+        )
+
     if start == 0:
         arrays = record(0, evaluate(model, x_train, weight))  # the untrained state opens the video
         write_frame(0, arrays)
+        if embedder is not None:
+            write_embeddings(0)
 
     monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
     B, log_every = int(cfg.train.batch_size), int(cfg.log.every)
@@ -328,6 +356,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                     )
                     if frame_now:
                         write_frame(step, arrays)
+                if embedder is not None and embedder.due(step, last=step == n_steps):
+                    write_embeddings(step)
                 if step % int(cfg.checkpoint.every) == 0 or step == n_steps:
                     with writer.cost("checkpoints"):
                         checkpoint(step)

@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diagnostics.core import Diagnostics
+from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.slices import slice_panel, take_slices
@@ -337,6 +338,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         }
     )
 
+    # Embeddings: the critic's pooled features of fixed validation crops, thumbnails = slices.
+    emb_x, emb_y, emb_windows = probe_src.probe_samples(
+        int(cfg.embed.n_items), seed=int(cfg.log.probe_seed) + 1
+    )
+    embedder = EmbeddingLogger(writer, run_dir, "D", cfg.embed) if cfg.embed.enabled else None
+
     balance = GanBalance()
     values = ValueDistribution(variables, lo=-0.25, hi=1.25)  # scaled units: [0, 1] is the data
     monitor = HealthMonitor(
@@ -436,6 +443,26 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         balance.update_diversity(draws)
         monitor.record(step, spec | extra)
 
+    def write_embeddings(step: int) -> None:
+        feats = []
+        for i in range(0, len(emb_x), B):
+            x, y = emb_x[i : i + B].to(device), emb_y[i : i + B].to(device)
+            feats.append(layer_features(D, cfg.embed.layer, y, upsample(x, f)))
+        thumbs = emb_y[
+            :, 0, emb_y.shape[2] // 2
+        ]  # (N, lat, lon): first variable at the middle radius
+        w = np.asarray(emb_windows)
+        embedder.log(
+            step,
+            torch.cat(feats),
+            thumbs,
+            coords={"time_index": w[:, 0], "r0": w[:, 1], "lat0": w[:, 2], "lon0": w[:, 3]},
+            attrs={
+                "source": f"critic layer {cfg.embed.layer!r}, mean-pooled",
+                "thumbnail": f"{variables[0]} at the crop's middle radius",
+            },
+        )
+
     def write_slices(step: int) -> None:
         with writer.cost("slices"):
             s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
@@ -467,6 +494,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         opt_d.step()
         return {"loss/D": loss_d, "loss/gp": gp}
 
+    if embedder is not None and start == 0:
+        write_embeddings(0)
     t0, step = time.perf_counter(), start
     status, exit_code = "completed", 0
     last_scalars: dict[str, float] = {}
@@ -516,6 +545,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                     write_slices(step)
                 if step % int(cfg.log.physics_every) == 0 or step == n_steps:
                     write_physics(step)
+                if embedder is not None and embedder.due(step, last=step == n_steps):
+                    write_embeddings(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
                     with writer.cost("scalars"):
                         vals = meter.means() | host(balance.compute())
