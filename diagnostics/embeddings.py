@@ -569,6 +569,11 @@ class EmbeddingLogger:
                 f"expected values (N, D) and N thumbnails, got {x.shape} and {th.shape}"
             )
         cfg = self.cfg
+        if not getattr(self.writer, "is_writer", True):
+            # other ranks draw nothing; they get the same labels from the same tree
+            self.logged.add(step)
+            n_max = int(_get(cfg, "n_clusters_max", 14))
+            return cluster_tree(x, n_max, str(_get(cfg, "linkage_method", "ward")))[2]
         if self.vmin is None or self.vmax is None:
             # fixed on the first call so the thumbnails of every later step share the norm
             self.vmin, self.vmax = _limits(th, self.vmin, self.vmax)
@@ -613,15 +618,11 @@ class EmbeddingLogger:
             co["cluster"] = labels
             at = {"model": self.model, "step": int(step), **(attrs or {})}
             da = embeddings_dataarray(x, co, at)
-            if getattr(self.writer, "is_writer", True):
-                keep = th if th.ndim == 3 and bool(_get(cfg, "save_thumbs", True)) else None
-                save_embeddings(
-                    da,
-                    self.run_dir / "embeddings" / f"{self.model}_step{step:08d}.nc",
-                    None
-                    if keep is None
-                    else shrink_thumbnails(keep, int(_get(cfg, "thumb_store_px", 64))),
-                )
+            keep = th if th.ndim == 3 and bool(_get(cfg, "save_thumbs", True)) else None
+            if keep is not None:
+                keep = shrink_thumbnails(keep, int(_get(cfg, "thumb_store_px", 64)))
+            path = self.run_dir / "embeddings" / f"{self.model}_step{step:08d}.nc"
+            save_embeddings(da, path, keep)
             if bool(_get(cfg, "projector", True)):
                 self._projector(step, x, th, coords or {}, labels, seed, style)
         self.logged.add(step)

@@ -321,6 +321,8 @@ def test_logger_is_silent_off_rank_zero(tmp_path):
             0, x, np.zeros((20, 4, 4))
         )
     assert labels[0] != labels[12]
+    # the same labels rank 0 would draw, without drawing anything
+    assert np.array_equal(labels, E.dendrogram(x, np.zeros((20, 4, 4)), n_clusters_max=2)[1])
     assert not (tmp_path / "r1").exists()
 
 
