@@ -282,10 +282,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 codes = model.encode(x_val)
         finally:
             model.train(was)
+        thumbs = x_val.reshape(-1, h, w).clone()
+        thumbs[:, ~data.mask.to(device)] = float("nan")  # missing points show as grey, not as fill
         embedder.log(
             step,
             codes,
-            x_val.reshape(-1, h, w),
+            thumbs,
             coords={
                 "val_index": np.arange(len(x_val)),
                 "time": np.asarray(data.val_times, dtype=str),
