@@ -160,7 +160,7 @@ def layer_features(model, layer: str | None, *inputs, pool: str = "mean") -> tor
     ``.training`` flag and removes the hook also when the forward raises. Spatial dims of a
     (B, C, *S) output are averaged (``pool="mean"``) or kept and flattened (``pool="flatten"``).
     """
-    from .hooks import first_tensor, unwrap
+    from .hooks import first_tensor, probe_mode, unwrap
 
     if pool not in ("mean", "flatten"):
         raise ValueError(f"pool must be 'mean' or 'flatten', got {pool!r}")
@@ -174,13 +174,10 @@ def layer_features(model, layer: str | None, *inputs, pool: str = "mean") -> tor
         handle = modules[layer].register_forward_hook(
             lambda _m, _i, out: captured.append(first_tensor(out))
         )
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with probe_mode(model):
             out = model(*inputs)
     finally:
-        model.train(was)
         if handle is not None:
             handle.remove()
     feats = captured[-1] if layer is not None else first_tensor(out)

@@ -7,8 +7,9 @@ and ``torch.compile`` so hooks see the real layers.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -158,3 +159,27 @@ class Hooks:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+@contextlib.contextmanager
+def probe_mode(*models: nn.Module, seed: int | None = None) -> Iterator[None]:
+    """Eval mode under ``no_grad`` for a probe pass; each model's ``.training`` flag is restored
+    afterwards, also on error (EarthGAN's bug: ``eval()`` never undone). With ``seed`` the pass
+    draws from a forked, seeded RNG: the same noise at every probe, training randomness untouched.
+    """
+    flags = [m.training for m in models]
+    devices = sorted(
+        {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}, key=str
+    )
+    with contextlib.ExitStack() as stack:
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(devices=devices))
+            torch.manual_seed(seed)
+        stack.enter_context(torch.no_grad())
+        for m in models:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, f in zip(models, flags, strict=True):
+                m.train(f)

@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.hooks import probe_mode
 from diagnostics.render import apply_cmap, upscale_factor, upscale_nearest
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame, weight_image
@@ -110,15 +111,10 @@ def make_diagnostics(cfg: DictConfig, model, opt, writer: Writer, start: int) ->
     )
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Masked MSE of the model on all of ``x`` (B, F), on the device; restores the training flag."""
-    was = model.training
-    model.eval()
-    try:
+    with probe_mode(model):
         return masked_mse(model(x), x, weight)
-    finally:
-        model.train(was)
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -203,13 +199,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     snaps.write_meta(meta)
 
     def state_arrays(step: int, loss_train: float, loss_val: float) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            try:
-                recon = model(probe)
-            finally:
-                model.train(was)
+        with probe_mode(model):
+            recon = model(probe)
         arrays = {keys[n]: p.detach().cpu().numpy() for n, p in model.named_parameters()}
         arrays["probe/field"] = probe.reshape(h, w).cpu().numpy()
         arrays["probe/recon"] = recon.reshape(h, w).cpu().numpy()
@@ -275,13 +266,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     embedder = EmbeddingLogger(writer, run_dir, "AE", cfg.embed) if cfg.embed.enabled else None
 
     def write_embeddings(step: int) -> None:
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                codes = model.encode(x_val)
-        finally:
-            model.train(was)
+        with probe_mode(model):
+            codes = model.encode(x_val)
         thumbs = x_val.reshape(-1, h, w).clone()
         thumbs[:, ~data.mask.to(device)] = float("nan")  # missing points show as grey, not as fill
         embedder.log(

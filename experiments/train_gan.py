@@ -33,6 +33,7 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.hooks import probe_mode
 from diagnostics.slices import slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.spectra import log_spectra
@@ -403,20 +404,14 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
         )
 
+    def generate_probe(n_draws: int) -> torch.Tensor:
+        """(K, B, V, ...) generator draws on the fixed probe inputs: the same noise every time."""
+        with probe_mode(G, seed=int(cfg.log.probe_seed)):
+            return torch.stack([G(probe_x) for _ in range(n_draws)])
+
     def probe_pass() -> dict[str, torch.Tensor]:
-        # Same noise at every write, without disturbing the training RNG (exact resume).
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-            torch.no_grad(),
-        ):
-            torch.manual_seed(int(cfg.log.probe_seed))
-            was = G.training
-            G.eval()
-            try:
-                fake = G(probe_x)
-            finally:
-                G.train(was)
-        up = upsample(probe_x, int(cfg.data.factor))
+        fake = generate_probe(1)[0]
+        up = upsample(probe_x, f)
         return {
             k: take_slices(v, r_mid).float()
             for k, v in {"input_up": up, "fake": fake, "truth": probe_y}.items()
@@ -424,17 +419,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     def write_physics(step: int) -> None:
         """Spectra, value distributions and diversity of the fixed probe samples."""
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-            torch.no_grad(),
-        ):
-            torch.manual_seed(int(cfg.log.probe_seed))
-            was = G.training
-            G.eval()
-            try:
-                draws = torch.stack([G(probe_x) for _ in range(int(cfg.log.n_noise_draws))])
-            finally:
-                G.train(was)
+        draws = generate_probe(int(cfg.log.n_noise_draws))
         up = upsample(probe_x, f)
         spec = log_spectra(writer, step, variables, probe_y, draws[0], up)
         values.update(probe_y, draws[0])

@@ -70,3 +70,22 @@ def test_first_tensor():
     assert first_tensor((torch.ones(2, dtype=torch.long), a)) is a
     assert first_tensor({"x": None, "y": [a]}) is a
     assert first_tensor(None) is None
+
+
+def test_probe_mode_restores_flags_and_leaves_training_rng_alone():
+    from diagnostics.hooks import probe_mode
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)
+    a.train()
+    b.eval()
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    with probe_mode(a, b, seed=123):
+        assert not a.training and not b.training and not torch.is_grad_enabled()
+        first = torch.randn(4)
+    with pytest.raises(RuntimeError), probe_mode(a, b, seed=123):
+        assert torch.equal(torch.randn(4), first)  # same seed, same probe noise
+        raise RuntimeError("probe failed")
+    assert a.training and not b.training  # restored, also after the exception
+    assert torch.equal(torch.rand(3), expected_next)  # the training RNG did not move
