@@ -70,11 +70,15 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """Save to ``path.tmp``, fsync, then rename: a crash never leaves a partial file at ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no partial file left behind, the previous one untouched
+        raise
     return path
 
 

@@ -267,6 +267,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     """
     check_config(cfg)
     common.set_threads(cfg.threads)
+    torch.use_deterministic_algorithms(bool(cfg.deterministic))
     info, device = distributed.init(cfg.device)
     run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
     if cfg.resume and not (run_dir / "checkpoints").is_dir():

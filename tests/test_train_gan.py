@@ -134,6 +134,7 @@ def test_atomic_save_keeps_previous_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         common.atomic_torch_save({"x": Boom()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no partial file
 
 
 def test_poisoned_checkpoint_is_refused(tmp_path):
