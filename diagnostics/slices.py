@@ -37,7 +37,7 @@ def slice_panel(
     diff_lim: float = 0.25,
     cmap: str = "inferno",
     diff_cmap: str = "RdBu_r",
-    cell_px: int = 192,
+    cell_px: int = 224,
 ) -> np.ndarray:
     """RGB panel (H, W, 3) uint8 for one sample; arrays are (V, LAT, LON) on the host."""
     arrays = [np.asarray(a, dtype=np.float32) for a in (input_up, fake, truth)]
@@ -56,6 +56,6 @@ def slice_panel(
                 data = arrays[ROWS.index(row)][v]
                 lo, hi = clim[name]
                 img = apply_cmap(data, lo, hi, cmap)
-            title = f"v={name}, r={radius_km:.0f} km" if row == "input" else f"{row}"
+            title = f"input  v={name}, r={radius_km:.0f} km" if row == "input" else row
             cells.append(label_above(upscale_nearest(img, f), title, height=18, size=12))
     return tile(cells, ncols=len(variables), pad=3)

@@ -152,6 +152,7 @@ def spectrum_scalars(
 def spectrum_figure(k, spectra: Mapping[str, object], var_names: Sequence[str], *, title: str = ""):
     """Log-log spectra per variable (top row) and the generated/truth ratio (bottom row), a Figure."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     k = np.asarray(k.cpu() if isinstance(k, torch.Tensor) else k, dtype=np.float64)
     host = {
@@ -168,12 +169,19 @@ def spectrum_figure(k, spectra: Mapping[str, object], var_names: Sequence[str], 
             c, ls = styles.get(s, (None, ":"))
             ax.loglog(k, np.clip(p[i], 1e-30, None), color=c, ls=ls, label=s)
         ax.set_title(f"v={v}")
+        lo, hi = 0.1, 10.0  # fixed ratio axis: the same deviation looks the same at every step
         if "generated" in host and "truth" in host:
             r = host["generated"][i] / np.clip(host["truth"][i], 1e-30, None)
             axr.semilogx(k, r, color="tab:red")
+            finite = r[np.isfinite(r) & (r > 0)]
+            if finite.size:
+                lo, hi = min(lo, finite.min() / 1.5), max(hi, finite.max() * 1.5)
         axr.axhline(1.0, color="k", lw=0.8)
         axr.set_yscale("log")
+        axr.set_ylim(lo, hi)
         axr.set_xlabel("k")
+        for a in (ax, axr):
+            a.xaxis.set_minor_formatter(NullFormatter())
     axes[0, 0].set_ylabel("P(k)")
     axes[1, 0].set_ylabel("generated / truth")
     axes[0, 0].legend(fontsize=7)

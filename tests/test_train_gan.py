@@ -68,9 +68,9 @@ def test_events_scalars_and_slice_images(cache_dir, tmp_path):
     assert [e.step for e in acc.Scalars("loss/D")] == [2, 4]
     imgs = acc.Images("slices/G/probe1")
     assert [e.step for e in imgs] == [2, 4]
-    # 4 columns (variables) of 192 px cells (8 px crop x 24) with 3 px gaps; 4 rows
+    # 4 columns (variables) of 224 px cells (8 px crop x 28) with 3 px gaps; 4 rows
     # (input, generated, truth, difference) each with an 18 px title strip
-    assert (imgs[0].width, imgs[0].height) == (4 * (192 + 3) + 3, 4 * (192 + 18 + 3) + 3)
+    assert (imgs[0].width, imgs[0].height) == (4 * (224 + 3) + 3, 4 * (224 + 18 + 3) + 3)
 
 
 def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
