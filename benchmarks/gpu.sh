@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU figures the issues ask for, with the CPU figures beside them, in one script sized for a
+# 15-minute device lease (about 8 minutes on one H100). Run from the repository root:
+#   bash benchmarks/gpu.sh            # writes benchmarks/gpu-<date>.log
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+log=benchmarks/gpu-$(date +%Y%m%d-%H%M).log
+{
+  nvidia-smi --query-gpu=name,memory.total --format=csv || true
+  echo "== GAN steps/s: CPU (1 thread) and GPU fp32 / bf16 autocast"
+  $PY benchmarks/train_speed.py --device cpu --steps 10 --reps 1
+  $PY benchmarks/train_speed.py --device cuda --steps 50 --reps 3
+  echo "== diagnostics overhead on the GPU (fp32, then bf16 autocast)"
+  $PY benchmarks/diagnostics_overhead.py --device cuda --reps 5
+  $PY benchmarks/diagnostics_overhead.py --device cuda --amp bf16 --reps 5
+} 2>&1 | tee "$log"
+echo "wrote $log"
