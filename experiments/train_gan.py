@@ -53,18 +53,51 @@ class StopTraining(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ data
+# Keys whose type a command-line override can get wrong (Hydra keeps "many" as a string).
+INT_KEYS = (
+    "seed",
+    "threads",
+    "data.factor",
+    "train.steps",
+    "train.batch_size",
+    "train.n_critic",
+    "train.pretrain_steps",
+    "log.every",
+    "log.slices_every",
+    "log.physics_every",
+    "log.n_probe",
+    "log.n_noise_draws",
+    "snapshot.every",
+    "checkpoint.every",
+    "checkpoint.n_keep",
+    "embed.every",
+    "embed.n_items",
+)
+FLOAT_KEYS = ("train.lambda_gp", "train.lr_g", "train.lr_d")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Semantic checks Hydra's schema cannot express; fail before touching data."""
+    """Types and values Hydra cannot check without a schema; fail before touching data."""
+    bad = []
+    for key, kind in [(k, int) for k in INT_KEYS] + [(k, float) for k in FLOAT_KEYS]:
+        v = OmegaConf.select(cfg, key)
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if kind is int and ok:
+            ok = float(v).is_integer()
+        if not ok:
+            bad.append(f"{key}={v!r} (expected {'an integer' if kind is int else 'a number'})")
+        elif kind is int and key not in ("seed", "train.pretrain_steps") and v < 1:
+            bad.append(f"{key}={v!r} (expected >= 1)")
+    if bad:
+        raise ValueError("bad config values: " + "; ".join(bad))
     f = int(cfg.data.factor)
-    if f < 1 or f & (f - 1):
+    if f & (f - 1):
         raise ValueError(f"data.factor must be a power of two >= 1, got {f}")
     crop = list(cfg.data.crop)
-    if len(crop) != 3 or any(int(c) % f for c in crop):
+    if len(crop) != 3 or any(not isinstance(c, int) or c % f for c in crop):
         raise ValueError(
-            f"data.crop must be 3 sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
+            f"data.crop must be 3 integer sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
         )
-    if int(cfg.train.n_critic) < 1 or int(cfg.train.batch_size) < 1 or int(cfg.train.steps) < 1:
-        raise ValueError("train.n_critic, train.batch_size and train.steps must be >= 1")
     if cfg.amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
 
