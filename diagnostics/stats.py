@@ -184,7 +184,10 @@ def summarize(buf: np.ndarray, spec: HistSpec, *, dead_bins: int = 1) -> dict:
             std = math.sqrt(max(var, 0.0))
     else:
         mean = std = float("nan")
-    dead = float(counts[1 : 1 + dead_bins].sum() / binned) if binned > 0 else float("nan")
+    # Lowest k bins; with log10abs the underflow holds the exact zeros (log10 0 = -inf) and
+    # everything below 10**lo, the deadest values of all, so it counts too.
+    first = 0 if spec.transform == "log10abs" else 1
+    dead = float(counts[first : 1 + dead_bins].sum() / binned) if binned > 0 else float("nan")
     return {
         "counts": counts,
         "n": float(n),

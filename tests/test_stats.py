@@ -113,6 +113,14 @@ def test_bf16_and_log10abs():
     np.testing.assert_array_equal(histogram(x, spec).numpy(), [1, 0, 1, 1, 1, 1])
 
 
+def test_log10abs_dead_counts_the_zeros_in_underflow():
+    # decades [-6, 2] in 8 bins; 0 and 1e-9 underflow, 5e-6 is in bin [-6, -5), 0.5 elsewhere
+    spec = HistSpec(-6.0, 2.0, 8, "log10abs")
+    x = torch.tensor([0.0, 1e-9, 5e-6, 0.5])
+    assert stats_of(x, spec)["dead"] == pytest.approx(0.75)
+    assert stats_of(torch.relu(-torch.rand(64) - 0.1), spec)["dead"] == 1.0
+
+
 def test_make_spec_and_validation():
     spec = make_spec(
         {"n_bins": 8, "transform": "none"}, lo=-1.0, hi=1.0, n_bins=40, transform="abs"
