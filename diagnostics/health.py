@@ -78,6 +78,7 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
         n_writes: 2
         rising: 1.5         # ... and not growing by this factor over them (null: ignore the trend);
                             # learned noise scales start at 0, so a healthy run starts near 0 but rises
+        warmup_frac: 0.1    # quiet for the first 10 % of the run, for the same reason
       spectrum:
         tags: ["spectrum/*/ratio_high"]
         low: 0.2            # generated/truth power at high k outside [low, high] ...
@@ -154,6 +155,8 @@ DEFAULTS: dict[str, dict] = {
         "min": 1e-3,
         "n_writes": 2,
         "rising": 1.5,
+        # learned noise scales start at 0: diversity is ~0 at first in any run
+        "warmup_frac": 0.1,
     },
     "spectrum": {
         "policy": "warn",

@@ -452,14 +452,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         }
 
     def write_physics(step: int) -> None:
-        """Spectra, value distributions and diversity of the fixed probe samples."""
-        draws = generate_probe(int(cfg.log.n_noise_draws))
-        up = upsample(probe_x, f)
-        spec = log_spectra(writer, step, variables, probe_y, draws[0], up)
-        values.update(probe_y, draws[0])
+        """Spectra and value distributions of the fixed probe samples."""
+        fake = generate_probe(1)[0]
+        spec = log_spectra(writer, step, variables, probe_y, fake, upsample(probe_x, f))
+        values.update(probe_y, fake)
         extra = values.write(writer, step)
         values.reset()
-        balance.update_diversity(draws)
         monitor.record(step, spec | extra)
 
     def write_embeddings(step: int) -> None:
@@ -559,7 +557,6 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 diag.step(step)
                 pbar.update(1)
 
-                # Probe writes first: their diversity goes out with this step's scalars.
                 if step % int(cfg.log.slices_every) == 0 or step == n_steps:
                     write_slices(step)
                 if step % int(cfg.log.physics_every) == 0 or step == n_steps:
@@ -568,6 +565,9 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                     write_embeddings(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
                     with writer.cost("scalars"):
+                        # Diversity is cheap (a few generator passes on the probes): every write,
+                        # so mode collapse shows within two writes.
+                        balance.update_diversity(generate_probe(int(cfg.log.n_noise_draws)))
                         vals = meter.means() | host(balance.compute())
                         balance.reset()
                         rate = (step - start) / (time.perf_counter() - t0)
