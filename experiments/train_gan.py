@@ -454,7 +454,10 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     def write_physics(step: int) -> None:
         """Spectra and value distributions of the fixed probe samples."""
         fake = generate_probe(1)[0]
-        spec = log_spectra(writer, step, variables, probe_y, fake, upsample(probe_x, f))
+        up = upsample(probe_x, f)
+        spec = log_spectra(writer, step, variables, probe_y, fake, up)
+        # The lat-lon planes of the same volumes as 2D fields (each radius one more sample).
+        log_spectra(writer, step, variables, probe_y, fake, up, spatial_dims=2, tag="spectrum2d")
         values.update(probe_y, fake)
         extra = values.write(writer, step)
         values.reset()

@@ -54,11 +54,14 @@ def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
         "gan/grad_norm/D",
         "gan/diversity",
         "spectrum/temperature/ratio_high",
+        "spectrum2d/temperature/ratio_high",
         "values/temperature/w1",
         "health/nonfinite",
     ):
         assert tag in tags["scalars"], tag
-    assert {"slices/G/probe0", "spectrum/3d", "values/figure"} <= set(tags["images"])
+    assert {"slices/G/probe0", "spectrum/3d", "spectrum2d/2d", "values/figure"} <= set(
+        tags["images"]
+    )
 
 
 def test_events_scalars_and_slice_images(cache_dir, tmp_path):
