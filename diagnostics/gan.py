@@ -182,13 +182,17 @@ class ValueDistribution:
         w1 = self.compute()["w1"]
         return {f"{prefix}/{v}/w1": w1[i] for i, v in enumerate(self.var_names)}
 
-    def figure(self, title: str = ""):
-        """Step plots of the normalised histograms, truth vs generated, one panel per variable (a Figure)."""
+    def figure(self, title: str = "", *, counts=None, w1=None):
+        """Step plots of the normalised histograms, truth vs generated, one panel per variable (a Figure).
+
+        ``counts``/``w1``: host copies already made by the caller (``write``), else computed here.
+        """
         from matplotlib.figure import Figure
 
-        res = self.compute()
-        counts = res["counts"].cpu().numpy()
-        w1 = res["w1"].cpu().numpy()
+        if counts is None or w1 is None:
+            res = self.compute()
+            counts, w1 = res["counts"].cpu(), res["w1"].cpu()
+        counts, w1 = np.asarray(counts), np.asarray(w1)
         nv = len(self.var_names)
         fig = Figure(figsize=(3.2 * nv, 2.8), dpi=80)
         axes = fig.subplots(1, nv, squeeze=False)[0]
@@ -215,7 +219,9 @@ class ValueDistribution:
             for i, v in enumerate(self.var_names):
                 for j, src in enumerate(("truth", "generated")):
                     writer.histogram(f"{prefix}/{src}/{v}", counts[j, i], self.edges[i], step)
-            writer.figure(f"{prefix}/figure", self.figure(title=f"step {step}"), step)
+            writer.figure(
+                f"{prefix}/figure", self.figure(f"step {step}", counts=counts, w1=w1), step
+            )
         return host
 
     def reset(self) -> None:

@@ -170,16 +170,13 @@ class Writer:
             total = float((counts * centres).sum())
         if sum_squares is None:
             sum_squares = float((counts * centres**2).sum())
+        # Range of the occupied bins: count i (1..n) spans edges[i-1]..edges[i]; under/overflow
+        # reach to lo/hi.
         nz = np.nonzero(counts)[0]
+        mn = mx = 0.0
         if len(nz):
-            mn = edges[0] if nz[0] > 0 else lo
-            mx = edges[-1] if nz[-1] < len(counts) - 1 else hi
-            if nz[0] > 0:
-                mn = edges[nz[0] - 1]
-            if nz[-1] < len(counts) - 1:
-                mx = edges[nz[-1]]
-        else:
-            mn = mx = 0.0
+            mn = edges[nz[0] - 1] if nz[0] > 0 else lo
+            mx = edges[nz[-1]] if nz[-1] < len(counts) - 1 else hi
         self._tb.add_histogram_raw(
             tag,
             min=float(vmin if vmin is not None else mn),

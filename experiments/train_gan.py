@@ -237,12 +237,9 @@ class Meter:
 
     def means(self) -> dict[str, float]:
         """Interval means as host floats (one device-to-host copy) and reset."""
-        if not self.sums:
-            return {}
-        keys = list(self.sums)
-        stacked = torch.stack([self.sums[k] / self.counts[k] for k in keys]).cpu().tolist()
+        out = host({k: s / self.counts[k] for k, s in self.sums.items()})
         self.sums, self.counts = {}, {}
-        return dict(zip(keys, stacked, strict=True))
+        return out
 
 
 class BatchStream:
