@@ -11,6 +11,15 @@ import functools
 
 import numpy as np
 
+# One colormap per quantity, everywhere (TensorBoard, videos, notebooks): diverging maps are
+# centred on zero with symmetric limits; sequential ones run from the fixed minimum to the maximum.
+CMAPS = {
+    "weights": "RdBu_r",  # weights, weight deltas, per-neuron maps: diverging, centred on 0
+    "difference": "RdBu_r",  # generated - truth
+    "field": "inferno",  # physical fields (slices, thumbnails)
+    "counts": "viridis",  # histograms over time (colorful dimension)
+}
+
 
 @functools.lru_cache(maxsize=32)
 def colormap_lut(name: str, n: int = 256) -> np.ndarray:
@@ -141,3 +150,53 @@ def figure_to_array(fig) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _tick(x: float) -> str:
+    """Compact tick label: 3 significant digits, scientific outside [1e-3, 1e4)."""
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
+
+
+def colorbar(
+    width: int,
+    vmin: float,
+    vmax: float,
+    cmap: str,
+    *,
+    label: str = "",
+    height: int = 34,
+    bar_h: int = 10,
+    size: int = 11,
+    fill=(255, 255, 255),
+) -> np.ndarray:
+    """A horizontal colour bar (height, width, 3): the LUT from vmin to vmax, ticks at both ends
+    and the middle, and ``label`` (units or quantity) after the middle tick."""
+    width = max(int(width), 60)
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = fill
+    x0, x1 = 4, width - 4
+    ramp = np.linspace(vmin, vmax, x1 - x0, dtype=np.float64)[None, :].repeat(bar_h, 0)
+    out[2 : 2 + bar_h, x0:x1] = apply_cmap(ramp, vmin, vmax, cmap)
+    mid = 0.5 * (float(vmin) + float(vmax))
+    y = 3 + bar_h
+    lo, hi = _tick(float(vmin)), _tick(float(vmax))
+    draw_text(out, lo, (x0, y), size=size)
+    centre = _tick(mid) + (f"  {label}" if label else "")
+    draw_text(out, centre, (max(x0, width // 2 - 3 * len(centre)), y), size=size)
+    draw_text(out, hi, (max(x0, x1 - int(0.62 * size * len(hi))), y), size=size)
+    return out
+
+
+def with_colorbar(
+    img: np.ndarray, vmin: float, vmax: float, cmap: str, *, label: str = "", **kw
+) -> np.ndarray:
+    """``img`` (H, W, 3) with :func:`colorbar` of its colour scale appended below."""
+    bar = colorbar(img.shape[1], vmin, vmax, cmap, label=label, **kw)
+    if bar.shape[1] != img.shape[1]:  # images narrower than a readable bar: pad the image
+        pad = np.empty((img.shape[0], bar.shape[1], 3), np.uint8)
+        pad[:] = kw.get("fill", (255, 255, 255))
+        pad[:, : img.shape[1]] = img[..., :3]
+        img = pad
+    return np.concatenate([img[..., :3], bar], axis=0)
