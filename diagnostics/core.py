@@ -161,9 +161,8 @@ class Diagnostics:
             self._remove()
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
-                self.writer.text(
-                    "diagnostics/cost", _markdown_pre(self.summary()), self._last_step or 0
-                )
+                report = self.summary() + "\n\nwrites by diagnostic:\n" + self.writer.cost_report()
+                self.writer.text("diagnostics/cost", _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
     def detach(self) -> None:

@@ -58,19 +58,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import apply_cmap, draw_text, pad_even, tile, upscale_nearest
+from .render import apply_cmap, draw_text, pad_even, tile
+from .weight_images import GAP_RGB, fit_factor, weight_frame, weight_to_2d  # noqa: F401 - re-exported
 
 HEADER = 40  # px: two 20 px text lines above every panel
 PAD = 4  # px of background between panels of a comparison
 BACKGROUND = (224, 224, 224)
-GAP_RGB = (
-    160,
-    160,
-    160,
-)  # separators inside a weight image (NaN) and future colorful-dimension columns
 MAX_PX = 1920
 FRAME_H = 1080  # height budget of slice and colorful-dimension frames
-WEIGHT_CMAP = "RdBu_r"
 INDEX_NAME = ".index.json"
 INDEX_FORMAT = 1
 
@@ -81,52 +76,6 @@ class VideoError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------
 # tensors to pixels
-
-
-def _fold(img: np.ndarray, limit: int) -> np.ndarray:
-    # rows longer than ``limit``: cut into chunks of ``limit`` columns, stacked one NaN row apart
-    n = -(-img.shape[1] // limit)
-    padded = np.full((img.shape[0], n * limit), np.nan, np.float32)
-    padded[:, : img.shape[1]] = img
-    sep = np.full((1, limit), np.nan, np.float32)
-    parts = [x for c in range(n) for x in (padded[:, c * limit : (c + 1) * limit], sep)]
-    return np.concatenate(parts[:-1], axis=0)
-
-
-def weight_to_2d(
-    w: np.ndarray, max_cols: int = MAX_PX, max_rows: int = MAX_PX - HEADER
-) -> np.ndarray:
-    """A parameter tensor of any rank as a 2D float32 image (NaN = separator), deterministically.
-
-    The layout is :func:`diagnostics.weightmaps.weight_image` (0-D 1x1, 1-D 1 x n, 2-D as is,
-    (out, in, *k) an out x in grid of kernel tiles one NaN pixel apart). An image wider than
-    ``max_cols`` is folded into chunks of ``max_cols`` columns stacked top to bottom, one NaN row
-    apart; one taller than ``max_rows`` into chunks of ``max_rows`` rows side by side. So Brohan's
-    (32, 16380) encoder and (16380, 32) decoder keep one pixel per weight within 1920 px.
-    """
-    from .weightmaps import weight_image
-
-    img = np.asarray(weight_image(w), dtype=np.float32)
-    if img.shape[1] > max_cols:
-        img = _fold(img, max_cols)
-    elif img.shape[0] > max_rows:
-        img = _fold(img.T, max_rows).T
-    return np.ascontiguousarray(img)
-
-
-def fit_factor(shape: tuple[int, int], max_w: int, max_h: int) -> int:
-    """Largest integer upscale keeping (h, w) within (max_h, max_w); never below 1."""
-    h, w = max(int(shape[0]), 1), max(int(shape[1]), 1)
-    return max(1, min(max_w // w, max_h // h))
-
-
-def weight_frame(
-    w: np.ndarray, lim: float, *, max_w: int = MAX_PX, max_h: int = MAX_PX - HEADER
-) -> np.ndarray:
-    """RGB image (H, W, 3) of one parameter tensor: RdBu_r over [-lim, lim], nearest-neighbour upscaled."""
-    img = weight_to_2d(w, max_cols=max_w, max_rows=max_h)
-    rgb = apply_cmap(img, -lim, lim, WEIGHT_CMAP, nan_rgb=GAP_RGB)
-    return upscale_nearest(rgb, fit_factor(img.shape, max_w, max_h))
 
 
 def colordim_image(

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import colormap_lut
+from .render import CMAPS, colormap_lut
 from .snapshots import list_snapshots, load_snapshot, read_meta
+from .weight_images import weight_image  # noqa: F401 - re-exported
 
 FRAME_H, FRAME_W = 1080, 1920
 BG = (224, 224, 224)
-MAP_CMAP = "coolwarm"
+MAP_CMAP = CMAPS["weights"]
 NAN_RGB = (160, 160, 160)
 # Left half, rows from the top (Brohan: input block top 40 %, bar chart in the middle 15 %).
 IN_BLOCK = (0, 432)
@@ -51,34 +52,6 @@ KEYS = {
     "loss_train": "scalar/loss/train",
     "loss_val": "scalar/loss/val",
 }
-
-
-# --------------------------------------------------------------------------------- weight images
-def weight_image(tensor) -> np.ndarray:
-    """Any parameter as a 2D float array, deterministically.
-
-    0-d -> (1, 1); 1-d (N,) -> (1, N); 2-d as is (out, in); k-d (O, I, *kernel) -> an O x I grid of
-    kernels separated by NaN lines (drawn grey), each kernel laid out 2D with its leading kernel
-    dims side by side: (kh, kd * kw) for a 3D kernel (kd, kh, kw), (1, k) for a 1D kernel.
-    """
-    a = np.asarray(tensor.detach().cpu() if hasattr(tensor, "detach") else tensor, dtype=np.float32)
-    if a.ndim == 0:
-        return a.reshape(1, 1)
-    if a.ndim == 1:
-        return a.reshape(1, -1)
-    if a.ndim == 2:
-        return a
-    o, i = a.shape[:2]
-    k = a.reshape(o, i, -1, *a.shape[-2:]) if a.ndim >= 4 else a.reshape(o, i, 1, 1, a.shape[-1])
-    # (O, I, L, kh, kw): the L leading kernel slices go side by side -> (O, I, kh, L * kw)
-    ll, kh, kw = k.shape[2:]
-    cells = k.transpose(0, 1, 3, 2, 4).reshape(o, i, kh, ll * kw)
-    ch, cw = kh + 1, ll * kw + 1
-    out = np.full((o * ch - 1, i * cw - 1), np.nan, np.float32)
-    for r in range(o):
-        for c in range(i):
-            out[r * ch : r * ch + kh, c * cw : c * cw + ll * kw] = cells[r, c]
-    return out
 
 
 # ------------------------------------------------------------------------------ neuron quantities
@@ -461,7 +434,7 @@ def _nice_levels(lo: float, hi: float, n: int = 12) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------- frames
 def _colour(maps: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """(n, h, w) floats -> (n, h, w, 3) uint8 through the coolwarm LUT; NaN grey."""
+    """(n, h, w) floats -> (n, h, w, 3) uint8 through the weights LUT; NaN grey."""
     lut = colormap_lut(MAP_CMAP)
     k = len(lut)
     span = vmax - vmin if vmax > vmin else 1.0

@@ -34,9 +34,9 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
-from diagnostics.render import apply_cmap, upscale_factor, upscale_nearest
 from diagnostics.snapshots import SnapshotWriter
-from diagnostics.weightmaps import context_from_arrays, render_summary_frame, weight_image
+from diagnostics.weight_images import WeightImages
+from diagnostics.weightmaps import context_from_arrays, render_summary_frame
 from diagnostics.writer import Writer
 from experiments import common
 from experiments.data.climate import ClimateData, load_climate
@@ -192,6 +192,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         },
     }
     writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    weight_imgs = (
+        WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
+        if cfg.frames.weight_images
+        else None
+    )
     diag = make_diagnostics(cfg, model, opt, writer, start)
     if diag is not None:
         meta |= diag.snapshot_meta()
@@ -221,16 +226,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 total_steps=n_steps,
             )
             writer.image("frames/AE/summary", render_summary_frame(ctx, arrays), step)
-            if cfg.frames.weight_images:
-                for n, p in model.named_parameters():
-                    img = weight_image(p)
-                    lim = float(np.nanmax(np.abs(img))) or 1.0
-                    rgb = apply_cmap(img, -lim, lim, "coolwarm")
-                    writer.image(
-                        f"weight_images/AE/{n}",
-                        upscale_nearest(rgb, upscale_factor(rgb.shape, 512)),
-                        step,
-                    )
+        if weight_imgs is not None:
+            weight_imgs.write(step)
 
     def checkpoint(step: int) -> None:
         common.save_checkpoint(

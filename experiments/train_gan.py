@@ -37,6 +37,7 @@ from diagnostics.hooks import probe_mode
 from diagnostics.slices import slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.spectra import log_spectra
+from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
 from experiments import common, distributed
 from experiments.data import mantle
@@ -375,6 +376,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         int(cfg.embed.n_items), seed=int(cfg.log.probe_seed) + 1
     )
     embedder = EmbeddingLogger(writer, run_dir, "D", cfg.embed) if cfg.embed.enabled else None
+    weight_imgs = (
+        WeightImages({"G": G, "D": D}, writer, deltas=bool(cfg.log.weight_deltas))
+        if cfg.log.weight_images
+        else None
+    )
 
     balance = GanBalance()
     values = ValueDistribution(variables, lo=-0.25, hi=1.25)  # scaled units: [0, 1] is the data
@@ -559,6 +565,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
 
                 if step % int(cfg.log.slices_every) == 0 or step == n_steps:
                     write_slices(step)
+                    if weight_imgs is not None:
+                        weight_imgs.write(step)
                 if step % int(cfg.log.physics_every) == 0 or step == n_steps:
                     write_physics(step)
                 if embedder is not None and embedder.due(step, last=step == n_steps):

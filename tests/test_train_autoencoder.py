@@ -50,9 +50,8 @@ def test_every_exp_config_runs_a_few_steps(exp, tmp_path):
     frames = acc.Images("frames/AE/summary")
     assert [e.step for e in frames] == [0, 10, 20]
     assert (frames[-1].width, frames[-1].height) == (1920, 1080)
-    assert {"weight_images/AE/encoder.weight", "weight_images/AE/decoder.weight"} <= set(
-        tags["images"]
-    )
+    assert {"weights_img/AE/encoder", "weights_img/AE/decoder"} <= set(tags["images"])
+    assert [e.step for e in acc.Images("weights_img/AE/encoder")] == [0, 10, 20]
     # the diagnostics core is on: activation histograms of the hidden layer
     assert any(t.startswith("act/AE/") for t in tags["histograms"]), tags["histograms"]
     assert [s for s, _ in list_snapshots(tmp_path)] == [0, 10, 20]

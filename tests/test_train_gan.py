@@ -36,6 +36,14 @@ def events(run_dir) -> EventAccumulator:
     return acc
 
 
+def acc_text(run_dir, tag: str) -> str:
+    """The last text summary ``tag`` of the run, read through TensorBoard's reader."""
+    from tensorboard.util import tensor_util
+
+    ev = events(run_dir).Tensors(f"{tag}/text_summary")[-1]
+    return tensor_util.make_ndarray(ev.tensor_proto).item().decode()
+
+
 @pytest.mark.parametrize("exp", EXPS)
 def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
     cfg = gan_cfg(cache_dir, "train.steps=2", "log.every=1", "log.slices_every=2", exp=exp)
@@ -62,6 +70,13 @@ def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
     assert {"slices/G/probe0", "spectrum/3d", "spectrum2d/2d", "values/figure"} <= set(
         tags["images"]
     )
+    # live weight maps of every conv layer of both networks, none of biases
+    weight_tags = {t for t in tags["images"] if t.startswith("weights_img/")}
+    assert {"weights_img/G/proj", "weights_img/D/score"} <= weight_tags, weight_tags
+    assert any(t.startswith("weights_img/G/") and "conv" in t for t in weight_tags)
+    assert not any("bias" in t for t in weight_tags)
+    cost = acc_text(tmp_path, "diagnostics/cost")
+    assert "weights_img" in cost and "slices" in cost
 
 
 def test_events_scalars_and_slice_images(cache_dir, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diagnostics.render import colormap_lut
+from diagnostics.render import CMAPS, colormap_lut
 from diagnostics.snapshots import SnapshotWriter, list_snapshots, load_snapshot
 from diagnostics.weightmaps import (
     _layout,
@@ -142,7 +142,7 @@ def test_rendered_sign_flip_and_bar_heights(tmp_path):
     ctx = summary_context(tmp_path)
     lay = _layout(ctx)
     last = render_summary_frame(ctx, load_snapshot(list_snapshots(tmp_path)[-1][1]))
-    lut = colormap_lut("coolwarm")
+    lut = colormap_lut(CMAPS["weights"])  # one weight colormap everywhere
     lim = ctx.clim_in
 
     def colour(v: float, limit: float) -> np.ndarray:
