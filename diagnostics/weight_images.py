@@ -226,3 +226,24 @@ class WeightImages:
         title = f"{key}.weight change since the previous write, scale +-{dl:.3g}"
         img = titled_weight_image(d, dl, title, note, max_px=self.max_px, label="change")
         self.writer.image(f"weights_img_delta/{key}", img, step)
+
+
+def snapshot_images(
+    first: Mapping, last: Mapping, first_step: int, *, max_px: int = 480
+) -> dict[str, np.ndarray]:
+    """Weight images of the snapshot ``last`` exactly as TensorBoard's ``weights_img/`` shows
+    them: every picture-worthy ``weights/<model>/<layer>.weight`` array, scale fixed from the
+    snapshot ``first`` (taken at ``first_step``). For notebooks; videos use :func:`weight_frame`."""
+    out = {}
+    for key, w in last.items():
+        w = np.asarray(w)
+        if not (key.startswith("weights/") and key.endswith(".weight")) or not picture_worthy(
+            w.shape
+        ):
+            continue
+        name = key[len("weights/") : -len(".weight")]
+        ref = np.asarray(first.get(key, w), dtype=np.float32)
+        lim = float(np.abs(ref).max()) or 1e-6
+        title = f"{name}.weight {tuple(w.shape)}, scale +-{lim:.3g} fixed at step {first_step}"
+        out[name] = titled_weight_image(w, lim, title, layout_note(w.shape), max_px=max_px)
+    return out

@@ -112,7 +112,10 @@ def test_notebook_runs_on_a_fresh_run(kind, tmp_path, monkeypatch):
     if kind == "autoencoder":
         assert images(cell_with(nb, "render_summary_frame(ctx, snap)")) == 1
         assert images(cell_with(nb, "Reconstructions of the fixed")) == 2
+        # encoder and decoder weights, drawn by the live renderer (not the biases)
+        assert images(cell_with(nb, "snapshot_images(load_snapshot(snaps[0][1])")) == 2
     else:
         # one panel per probe sample at the first and at the newest snapshot
         n_probe = len(load_snapshot(list_snapshots(run_dir)[-1][1])["probe/fake"])
         assert images(cell_with(nb, "slice_panel(")) == 2 * n_probe
+        assert images(cell_with(nb, "weight_imgs = snapshot_images(")) == 5  # 3 of G, 2 of D

@@ -145,3 +145,16 @@ def test_pointwise_kernels_are_the_out_by_in_matrix():
 
     w = torch.arange(6.0).reshape(2, 3, 1, 1, 1)  # Conv3d(3, 2, 1)
     np.testing.assert_array_equal(weight_image(w), [[0, 1, 2], [3, 4, 5]])
+
+
+def test_snapshot_images_match_the_live_picture(tmp_path):
+    from diagnostics.weight_images import snapshot_images
+
+    model = _model()
+    with Writer(tmp_path) as w:
+        WeightImages({"M": model}, w).write(3)
+    live = _images(tmp_path, "weights_img/M/conv")[0][3]
+    snap = {f"weights/M/{k}": v.numpy() for k, v in model.state_dict().items()}
+    out = snapshot_images(snap, snap, 3)
+    assert set(out) == {"M/conv", "M/head"}  # no biases, no one-value layer
+    assert (out["M/conv"] == live).all()
