@@ -357,6 +357,7 @@ class Batches:
                 persistent_workers=True,
                 multiprocessing_context="spawn",  # no torch or HDF5 state carried over a fork
                 worker_init_fn=_worker_init,
+                generator=torch.Generator(),  # its worker seed must not draw on the global RNG
             )
             self._it = iter(loader)
         self.stream.next()  # the batch the workers read, in order
