@@ -72,7 +72,12 @@ def load_data(cfg: DictConfig) -> ClimateData:
         )
     paths = [d.paths] if isinstance(d.paths, str) else list(d.paths)
     data = load_climate(
-        paths, str(d.variable), offset=d.offset, scale=d.scale, val_every=int(d.val_every)
+        paths,
+        str(d.variable),
+        offset=d.offset,
+        scale=d.scale,
+        val_every=int(d.val_every),
+        sample_dim=d.get("sample_dim"),
     )
     if not 0 <= int(cfg.probe_index) < data.val.shape[0]:
         raise ValueError(
@@ -167,6 +172,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 "variable": data.variable,
                 "units": data.units,
                 **data.normaliser.to_dict(),
+                "source": data.norm_source,  # fitted from the training fields, or configured
                 "formula": "(x - offset) / scale",
                 "fill": data.fill,
             },

@@ -40,7 +40,7 @@ from diagnostics.spectra import log_spectra
 from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
 from experiments import common, distributed
-from experiments.data import mantle
+from experiments.data import mantle, plausibility
 from experiments.losses import critic_loss, generator_loss, gradient_penalty
 from experiments.models.gan3d import Critic, Generator, init_weights, upsample
 
@@ -117,20 +117,27 @@ def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[
     return available[: len(available) - n_val], available[len(available) - n_val :]
 
 
-def _check_finite(data_dir: Path, steps: list[int], fields: np.ndarray) -> None:
-    """NaN or Inf in a data file is bad input: name every such file before training."""
-    bad = [s for s, f in zip(steps, fields, strict=True) if not np.isfinite(f).all()]
-    if bad:
-        names = ", ".join(str(Path(data_dir) / mantle.file_name(s)) for s in bad)
+def _check_steps(data_dir: Path, available: list[int], train: list[int], val: list[int]) -> None:
+    if not train:
         raise mantle.DataError(
-            f"{len(bad)} file(s) hold NaN or Inf values (expected finite fields): {names}"
+            f"no training files: data.train_steps={train} ({len(available)} files in {data_dir})"
+        )
+    missing = sorted(set(train + val) - set(available))
+    if missing:
+        raise mantle.DataError(
+            f"data.train_steps / data.val_steps name missing file(s) "
+            f"{[mantle.file_name(s) for s in missing]} in {data_dir} "
+            f"(present: steps {available[0]}..{available[-1]}, {len(available)} files)"
         )
 
 
 def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
-    """Validate every file, load, scale (min/max from the training set) and build the datasets.
+    """Validate and check every file, scale (min/max from the training set), build the datasets.
 
-    Every bad file is reported in one ``DataError`` before any model is built.
+    One streaming pass (a file at a time) checks every file, variable and radial layer
+    (``data.check``) and gives the scaling statistics; every problem is reported in one
+    ``DataError`` before any model is built. The crops are then read from memory, or lazily
+    from the files (``data.lazy``) so that memory does not grow with the number of files.
     """
     if cfg.data.dir is None:
         presets = {"default": mantle.DEFAULT, "tiny": mantle.TINY}
@@ -149,42 +156,66 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     if not available:
         raise mantle.DataError(f"data.dir={data_dir} holds no spherical###.nc files")
     train_steps, val_steps = split_steps(cfg, available)
+    _check_steps(data_dir, available, train_steps, val_steps)
     variables = list(cfg.data.variables)
-    mantle.validate_files(data_dir, variables, train_steps + val_steps)
-    drop_r = [int(i) for i in cfg.data.drop_r]
-    train_fields = mantle.load_fields(data_dir, train_steps, variables, drop_r, validate=False)
-    _check_finite(data_dir, train_steps, train_fields)
-    coords = mantle.load_coords(data_dir, train_steps[0], drop_r)
-    scaler = mantle.Scaler.fit(train_fields, variables)
+    paths = mantle.validate_files(data_dir, variables, train_steps + val_steps)
+    n_lat, n_r, n_lon = mantle.grid_shape(paths[0])
+    drop_r = plausibility.check_drop_r(cfg.data.drop_r, n_r, str(paths[0]))
+    n_workers = int(cfg.data.n_workers)
+    stats = plausibility.scan(paths, variables, n_workers)
+    coords = mantle.load_coords(data_dir, train_steps[0])
+    bounds = OmegaConf.to_container(cfg.data.bounds) if cfg.data.get("bounds") else None
+    plausibility.check(
+        stats,
+        variables,
+        drop_r,
+        data_dir,
+        mode=str(cfg.data.check),
+        bounds=bounds,
+        r_km=coords["r"],
+    )
+    coords["r"] = np.delete(coords["r"], drop_r)
+    vmin, vmax = plausibility.scaling(stats[: len(train_steps)], drop_r)
+    scaler = mantle.Scaler(variables, vmin, vmax)
     if write:
         (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
     crop = tuple(int(c) for c in cfg.data.crop)
     f = int(cfg.data.factor)
-    shape = train_fields.shape[2:]
+    shape = (n_r - len(drop_r), n_lat, n_lon)
     if any(c > s for c, s in zip(crop, shape, strict=True)):
         raise ValueError(
             f"data.crop {list(crop)} is larger than the fields (r, lat, lon) = {list(shape)}"
         )
-    train_ds = mantle.CropDataset(
-        scaler.transform(train_fields),
-        crop=crop,
-        factor=f,
-        roll=bool(cfg.data.roll),
-        seed=int(cfg.seed),
-    )
+    lazy = cfg.data.lazy
+    if lazy == "auto":
+        n_bytes = mantle.dataset_bytes(len(paths), len(variables), shape)
+        lazy = n_bytes > float(cfg.data.memory_gb) * 2**30
+    elif not isinstance(lazy, bool):
+        raise ValueError(f"data.lazy must be true, false or auto, got {lazy!r}")
+
+    def dataset(steps: list[int], part: list, *, roll: bool, seed: int):
+        if lazy:
+            return mantle.LazyCropDataset(
+                part, variables, n_r, drop_r, scaler, crop, f,
+                n_lat=n_lat, n_lon=n_lon, roll=roll, seed=seed,
+            )  # fmt: skip
+        fields = mantle.load_fields(data_dir, steps, variables, drop_r, validate=False)
+        return mantle.CropDataset(
+            scaler.transform(fields), crop=crop, factor=f, roll=roll, seed=seed
+        )
+
+    n_train = len(train_steps)
+    train_ds = dataset(train_steps, paths[:n_train], roll=bool(cfg.data.roll), seed=int(cfg.seed))
     probe_src = train_ds
     if val_steps:
-        val_fields = mantle.load_fields(data_dir, val_steps, variables, drop_r, validate=False)
-        _check_finite(data_dir, val_steps, val_fields)
-        probe_src = mantle.CropDataset(
-            scaler.transform(val_fields), crop=crop, factor=f, roll=False, seed=int(cfg.seed) + 1
-        )
+        probe_src = dataset(val_steps, paths[n_train:], roll=False, seed=int(cfg.seed) + 1)
     log.info(
-        "data: %s, %d training and %d validation files, fields (V, r, lat, lon) = %s",
+        "data: %s, %d training and %d validation files, fields (V, r, lat, lon) = %s, %s",
         data_dir,
         len(train_steps),
         len(val_steps),
-        list(train_fields.shape[1:]),
+        [len(variables), *shape],
+        "read lazily from the files" if lazy else "in memory",
     )
     return data_dir, train_ds, probe_src, scaler, coords, (train_steps, val_steps)
 
@@ -287,6 +318,55 @@ class BatchStream:
 
     def load(self, state: dict) -> None:
         self.epoch, self.pos, self._order = int(state["epoch"]), int(state["pos"]), None
+
+
+class Batches:
+    """Stacked (input, truth) batches of a dataset in BatchStream order.
+
+    ``n_workers`` > 0 reads them in DataLoader worker processes, ``prefetch`` batches ahead each.
+    The workers follow a copy of the stream taken at the first batch, so what they deliver is
+    exactly what ``stream.next()`` names, and the stream itself (the checkpointed state) only
+    advances as batches are consumed: resume stays exact with any number of workers.
+    """
+
+    def __init__(self, dataset, stream: BatchStream, n_workers: int = 0, prefetch: int = 2):
+        if n_workers < 0 or prefetch < 1:
+            raise ValueError(
+                f"data.n_workers must be >= 0 and data.prefetch >= 1, got {n_workers}, {prefetch}"
+            )
+        self.dataset, self.stream, self.n_workers, self.prefetch = (
+            dataset,
+            stream,
+            n_workers,
+            prefetch,
+        )
+        self._it = None
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.n_workers == 0:
+            xs, ys = zip(*(self.dataset[i] for i in self.stream.next()), strict=True)
+            return torch.stack(xs), torch.stack(ys)
+        if self._it is None:
+            import copy
+
+            ahead = copy.deepcopy(self.stream)
+            loader = torch.utils.data.DataLoader(
+                self.dataset,
+                batch_sampler=iter(ahead.next, None),  # endless; the stream never returns None
+                num_workers=self.n_workers,
+                prefetch_factor=self.prefetch,
+                persistent_workers=True,
+                multiprocessing_context="spawn",  # no torch or HDF5 state carried over a fork
+                worker_init_fn=_worker_init,
+                generator=torch.Generator(),  # its worker seed must not draw on the global RNG
+            )
+            self._it = iter(loader)
+        self.stream.next()  # the batch the workers read, in order
+        return next(self._it)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # the workers only read and pool; the trainer owns the cores
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -400,13 +480,14 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     n_critic, lam, f = int(cfg.train.n_critic), float(cfg.train.lambda_gp), int(cfg.data.factor)
     n_steps = int(cfg.train.steps)
     fixed = None
+    batches = Batches(train_ds, stream, int(cfg.data.n_workers), int(cfg.data.prefetch))
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal fixed
         if cfg.train.fixed_input and fixed is not None:
             return fixed
-        xs, ys = zip(*(train_ds[i] for i in stream.next()), strict=True)
-        out = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        x, y = batches.next()
+        out = x.to(device), y.to(device)
         if cfg.train.fixed_input:
             fixed = out
         return out

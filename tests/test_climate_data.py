@@ -8,6 +8,7 @@ import torch
 import xarray as xr
 
 from experiments.data.climate import Normaliser, load_climate, read_fields
+from experiments.data.errors import DataError
 
 BUILTIN = ["iris_sample_data:A1B_north_america.nc", "iris_sample_data:E1_north_america.nc"]
 
@@ -114,3 +115,61 @@ def test_builtin_hadcm3_air_temperature():
     phys = d.normaliser.inverse(d.train)
     assert 250.0 < phys.min().item() and phys.max().item() < 310.0
     assert d.val_times[0].startswith("A1B_north_america 1869")
+
+
+def write_z500(path, dims=("time", "lat", "lon")) -> np.ndarray:
+    """Geopotential height at 500 hPa (m): 6 fields, 3 x 4, values 5500 + 10 * index."""
+    z = 5500.0 + 10.0 * np.arange(6 * 3 * 4, dtype=np.float64).reshape(6, 3, 4)
+    shape = {"time": 6, "lat": 3, "lon": 4, "r": 6}
+    a = z.reshape([shape[d] for d in ("time", "lat", "lon")])
+    order = [("r" if d == "r" else d) for d in dims]
+    a = np.moveaxis(a, 0, order.index("r") if "r" in order else order.index("time"))
+    coords = {"lat": [10.0, 20.0, 30.0], "lon": [0.0, 10.0, 20.0, 30.0]}
+    xr.Dataset({"z": (dims, a.astype(np.float32), {"units": "m"})}, coords=coords).to_netcdf(path)
+    return z
+
+
+def test_normalisation_fitted_by_default_and_fixed_only_when_it_fits(tmp_path):
+    path = tmp_path / "z500.nc"
+    z = write_z500(path)
+    d = load_climate(path, "z", val_every=3)  # fields 2 and 5 are validation
+    tr = z[[0, 1, 3, 4]]
+    assert d.norm_source == "fitted" and d.meta()["normalisation_source"] == "fitted"
+    assert d.normaliser.offset == pytest.approx(tr.mean())
+    assert d.normaliser.scale == pytest.approx(1.1 * np.abs(tr - tr.mean()).max())
+    # the built-in temperature normalisation applied to heights of ~5500 m: (5500 - 280) / 50 > 100
+    with pytest.raises(DataError, match=r"z500\.nc.*'z'.*data\.offset=280.*data\.scale=50.*null"):
+        load_climate(path, "z", offset=280.0, scale=50.0, val_every=3)
+    fixed = load_climate(path, "z", offset=5800.0, scale=500.0, val_every=3)
+    assert fixed.norm_source == "configured" and fixed.normaliser.offset == 5800.0
+
+
+def test_sample_dimension_must_be_named_or_time_like(tmp_path):
+    # a mantle-like (lat, r, lon) file: r is not a sample axis
+    path = tmp_path / "mantle.nc"
+    write_z500(path, dims=("lat", "r", "lon"))
+    with pytest.raises(
+        DataError, match=r"mantle\.nc:z.*'r' does not look like a sample.*sample_dim=r"
+    ):
+        read_fields(path, "z")
+    f = read_fields(path, "z", sample_dim="r")
+    assert f.values.shape == (6, 3, 4)
+    with pytest.raises(DataError, match=r"data\.sample_dim='time' is not a dimension"):
+        read_fields(path, "z", sample_dim="time")
+    ok = tmp_path / "t.nc"
+    write_z500(ok)
+    assert read_fields(ok, "z").values.shape == (6, 3, 4)
+
+
+def test_unreadable_truncated_and_text_files_name_the_file(tmp_path):
+    good = tmp_path / "z.nc"
+    write_z500(good)
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(good.read_bytes()[:300])
+    half = tmp_path / "half.nc"
+    half.write_bytes(good.read_bytes()[: len(good.read_bytes()) * 2 // 3])
+    text = tmp_path / "notes.nc"
+    text.write_text("this is a text file, not NetCDF\n" * 10)
+    for p in (truncated, half, text):
+        with pytest.raises(DataError, match=rf"{p.name}: unreadable, expected a complete NetCDF"):
+            load_climate([str(good), str(p)], "z", val_every=3)

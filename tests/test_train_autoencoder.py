@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnostics.snapshots import list_snapshots, load_snapshot, read_meta
+from experiments.data.climate import resolve_path
 from experiments.train_autoencoder import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "autoencoder"
@@ -65,7 +67,20 @@ def test_snapshots_meta_and_run_files(tmp_path):
     train(make_cfg(["+exp=small", *SHORT]), tmp_path)
     meta = read_meta(tmp_path)
     assert meta["kind"] == "autoencoder" and meta["shape"] == [37, 49] and meta["total_steps"] == 20
-    assert meta["normalisation"] == {"offset": 280.0, "scale": 50.0}
+    # fitted from the training fields by default (every 10th field is validation), by hand:
+    raw = np.concatenate(
+        [
+            xr.open_dataset(resolve_path(p))["air_temperature"].values
+            for p in (
+                "iris_sample_data:A1B_north_america.nc",
+                "iris_sample_data:E1_north_america.nc",
+            )
+        ]
+    ).astype(np.float64)
+    tr = raw[np.arange(len(raw)) % 10 != 9]
+    offset, scale = tr.mean(), 1.1 * np.abs(tr - tr.mean()).max()
+    assert meta["normalisation"] == pytest.approx({"offset": offset, "scale": scale}, rel=1e-9)
+    assert meta["normalisation_source"] == "fitted"
     assert len(meta["lat"]) == 37 and len(meta["lon"]) == 49
     snap = load_snapshot(list_snapshots(tmp_path)[-1][1])
     assert snap["weights/AE/encoder.weight"].shape == (32, 37 * 49)
@@ -73,10 +88,11 @@ def test_snapshots_meta_and_run_files(tmp_path):
     assert snap["probe/field"].shape == snap["probe/recon"].shape == (37, 49)
     assert {"scalar/loss/train", "scalar/loss/val"} <= set(snap)
     norm = json.loads((tmp_path / "normalisation.json").read_text())
-    assert (norm["offset"], norm["scale"], norm["units"]) == (280.0, 50.0, "K")
+    assert (norm["offset"], norm["scale"], norm["units"]) == pytest.approx((offset, scale, "K"))
+    assert norm["source"] == "fitted"
     assert (tmp_path / "config.yaml").is_file()
     # the probe is the first validation field (year 1869 of A1B), normalised
-    assert snap["probe/field"].mean() * 50.0 + 280.0 == pytest.approx(286.0, abs=3.0)
+    assert snap["probe/field"].mean() * scale + offset == pytest.approx(286.0, abs=3.0)
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.data.errors import DataError
+
 LAT_NAMES = ("lat", "latitude")
 LON_NAMES = ("lon", "longitude")
 PACKAGE_PREFIX = "iris_sample_data:"
@@ -83,16 +85,45 @@ def _pick(names: tuple[str, ...], dims: tuple[str, ...], what: str, where: str) 
     return found[0]
 
 
-def read_fields(path: str | os.PathLike, variable: str) -> Fields:
-    """Read one variable of one CF NetCDF file as (time, lat, lon) with NaN for missing values."""
+SAMPLE_NAMES = ("time", "sample", "samples", "record", "year", "member", "ensemble")
+
+
+def _is_sample_dim(da, name: str) -> bool:
+    """A dimension that enumerates fields: named like time/sample, or a CF time axis."""
+    if name.lower() in SAMPLE_NAMES:
+        return True
+    c = da.coords.get(name)
+    return c is not None and (
+        c.attrs.get("axis") == "T"
+        or c.attrs.get("standard_name") == "time"
+        or np.issubdtype(c.dtype, np.datetime64)
+    )
+
+
+def _open(p: Path):
     import xarray as xr
 
+    try:
+        return xr.open_dataset(p, mask_and_scale=True)
+    except Exception as e:  # noqa: BLE001 - any failure to open is bad input, named with the file
+        why = str(e).replace("\n", " ").split(". ")[0][:160]
+        raise DataError(
+            f"{p}: unreadable, expected a complete NetCDF file ({type(e).__name__}: {why})"
+        ) from e
+
+
+def read_fields(path: str | os.PathLike, variable: str, sample_dim: str | None = None) -> Fields:
+    """Read one variable of one CF NetCDF file as (sample, lat, lon) with NaN for missing values.
+
+    After squeezing size-1 dimensions the variable must be (sample, lat, lon) in any order, the
+    sample dimension named like time (``SAMPLE_NAMES``, a CF time axis) or by ``sample_dim``.
+    """
     p = resolve_path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"climate data file not found: {p} (data.paths entry {str(path)!r})"
         )
-    with xr.open_dataset(p, mask_and_scale=True) as ds:
+    with _open(p) as ds:
         if variable not in ds.data_vars:
             raise KeyError(
                 f"{p}: no variable {variable!r} (data.variable); variables are {sorted(ds.data_vars)}"
@@ -106,8 +137,20 @@ def read_fields(path: str | os.PathLike, variable: str) -> Fields:
         da = da.isel({d: 0 for d in extra}, drop=True)
         rest = [d for d in da.dims if d not in (lat_d, lon_d)]
         if len(rest) > 1:
-            raise ValueError(
-                f"{where}: expected (time, lat, lon) after squeezing size-1 dims, got {da.dims}"
+            raise DataError(
+                f"{where}: expected (sample, lat, lon) after squeezing size-1 dims, got {da.dims}"
+            )
+        if rest and sample_dim is not None and rest[0] != sample_dim:
+            raise DataError(
+                f"{where}: data.sample_dim={sample_dim!r} is not a dimension of length > 1; "
+                f"dims are {dict(da.sizes)} (expected (sample, lat, lon))"
+            )
+        if rest and sample_dim is None and not _is_sample_dim(da, rest[0]):
+            raise DataError(
+                f"{where}: dims {dict(da.sizes)}: {rest[0]!r} does not look like a sample "
+                f"dimension (expected (sample, lat, lon) with the sample dimension one of "
+                f"{list(SAMPLE_NAMES)} or a CF time axis); if each {rest[0]!r} index is a "
+                f"separate field, set data.sample_dim={rest[0]}"
             )
         if rest:
             da = da.transpose(rest[0], lat_d, lon_d)
@@ -121,7 +164,12 @@ def read_fields(path: str | os.PathLike, variable: str) -> Fields:
             da = da.transpose(lat_d, lon_d).expand_dims("time")
             times = ["0"]
         # Masked arrays and _FillValue come back as NaN from xarray's decoding; infs are also missing.
-        values = np.asarray(da.values, dtype=np.float64)
+        try:
+            values = np.asarray(da.values, dtype=np.float64)
+        except Exception as e:  # noqa: BLE001 - a file cut short fails only when read
+            raise DataError(
+                f"{where}: unreadable, expected a complete NetCDF file ({type(e).__name__})"
+            ) from e
         values[~np.isfinite(values)] = np.nan
         lat = np.asarray(da[lat_d].values, dtype=np.float64)
         lon = np.asarray(da[lon_d].values, dtype=np.float64)
@@ -138,7 +186,7 @@ def concat_fields(parts: list[Fields]) -> Fields:
         if q.values.shape[1:] != first.values.shape[1:] or not (
             np.allclose(q.lat, first.lat) and np.allclose(q.lon, first.lon)
         ):
-            raise ValueError(f"{q.sources[0]}: grid differs from {first.sources[0]}")
+            raise DataError(f"{q.sources[0]}: grid differs from {first.sources[0]}")
     return Fields(
         np.concatenate([q.values for q in parts]),
         first.lat,
@@ -166,6 +214,7 @@ class ClimateData:
     val_times: list[str]
     sources: list[str]
     fill: float  # value (normalised) that replaced missing points
+    norm_source: str = "fitted"  # fitted (from the training fields) | configured
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -181,6 +230,7 @@ class ClimateData:
             "shape": list(self.shape),
             "mask": self.mask.numpy().astype(int).tolist(),
             "normalisation": self.normaliser.to_dict(),
+            "normalisation_source": self.norm_source,
             "fill": self.fill,
             "n_train": int(self.train.shape[0]),
             "n_val": int(self.val.shape[0]),
@@ -195,17 +245,21 @@ def load_climate(
     offset: float | None = None,
     scale: float | None = None,
     val_every: int = 10,
+    sample_dim: str | None = None,
+    max_abs: float = 10.0,
 ) -> ClimateData:
     """Read, split (every ``val_every``-th field to validation, as Brohan) and normalise.
 
     ``offset``/``scale`` None are taken from the training fields: the mean, and 1.1 times the largest
-    deviation from it, so every training value lies inside the tanh output range.
+    deviation from it, so every training value lies inside the tanh output range. A fixed
+    normalisation that puts training values beyond ``max_abs`` is refused: it belongs to other
+    data (280 K / 50 K applied to geopotential height).
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     if not paths:
         raise ValueError("data.paths is empty")
-    f = concat_fields([read_fields(p, variable) for p in paths])
+    f = concat_fields([read_fields(p, variable, sample_dim) for p in paths])
     n = f.values.shape[0]
     if val_every < 2 or n < 2:
         raise ValueError(
@@ -218,11 +272,21 @@ def load_climate(
             f"{f.sources}: variable {variable!r} has no grid point valid in every field"
         )
     tr_valid = f.values[~is_val][:, mask]
+    fixed = offset is not None or scale is not None
     if offset is None:
         offset = float(tr_valid.mean())
     if scale is None:
         scale = 1.1 * float(np.abs(tr_valid - offset).max()) or 1.0
     norm = Normaliser(float(offset), float(scale))
+    worst = float(np.abs(norm.normalise(tr_valid)).max())
+    if fixed and worst > max_abs:
+        raise DataError(
+            f"{f.sources}: variable {variable!r} ({f.units or 'no units'}, training values in "
+            f"[{tr_valid.min():.6g}, {tr_valid.max():.6g}]) normalised with the configured "
+            f"data.offset={offset:g}, data.scale={scale:g} reaches {worst:.3g}, expected within "
+            f"+-{max_abs:g}: that normalisation is for other data; set data.offset=null "
+            "data.scale=null to derive it from the training fields"
+        )
     x = norm.normalise(f.values)
     fill = float(norm.normalise(tr_valid.mean()))
     x[:, ~mask] = fill
@@ -240,4 +304,5 @@ def load_climate(
         val_times=[t for t, v in zip(f.times, is_val, strict=True) if v],
         sources=f.sources,
         fill=fill,
+        norm_source="configured" if fixed else "fitted",
     )

@@ -36,6 +36,7 @@ import torch
 import xarray as xr
 
 from experiments.data.convection import Convection
+from experiments.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ KAPPA_M2_S = 1e-6
 # Ra 1e5 needs a finer grid than that budget allows. TINY: well under a second, for tests.
 DEFAULT = dict(nr=25, nlat=32, nlon=64, n_files=30, ra=3e4, t_spinup=0.05, t_every=0.002, seed=0)
 TINY = dict(nr=9, nlat=8, nlon=16, n_files=3, ra=1e4, t_spinup=0.04, t_every=0.002, seed=0)
-
-
-class DataError(ValueError):
-    """Bad mantle data: the message lists every bad file and what was expected."""
 
 
 def file_name(step: int) -> str:
@@ -278,6 +275,12 @@ def load_fields(
     return np.stack(out)
 
 
+def grid_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(lat, r, lon) sizes of one file."""
+    with xr.open_dataset(path, cache=False) as ds:
+        return tuple(int(ds.sizes[d]) for d in DIMS)
+
+
 def load_coords(
     data_dir: str | os.PathLike, step: int, drop_r: Sequence[int] = ()
 ) -> dict[str, np.ndarray]:
@@ -356,6 +359,14 @@ def coarsen(x, factor: int | Sequence[int]):
     return y.mean(axis=(-5, -3, -1)) if isinstance(x, np.ndarray) else y.mean(dim=(-5, -3, -1))
 
 
+def _check_crop(crop: tuple[int, ...], factor: int, size: Sequence[int]) -> None:
+    for name, c, n in zip(("r", "lat", "lon"), crop, size, strict=True):
+        if c % factor:
+            raise ValueError(f"crop {name}={c} is not divisible by the coarsening factor {factor}")
+        if not 1 <= c <= n:
+            raise ValueError(f"crop {name}={c} does not fit the data's {name} size {n}")
+
+
 class CropDataset(torch.utils.data.Dataset):
     """3D crops of scaled truth (T, V, R, LAT, LON) with their coarsened input; lon is periodic.
 
@@ -379,21 +390,16 @@ class CropDataset(torch.utils.data.Dataset):
         if len(crop) != 3:
             raise ValueError(f"crop must be (r, lat, lon), got {crop}")
         size = fields.shape[2:]
-        for name, c, n in zip(("r", "lat", "lon"), crop, size, strict=True):
-            if c % factor:
-                raise ValueError(
-                    f"crop {name}={c} is not divisible by the coarsening factor {factor}"
-                )
-            if not 1 <= c <= n:
-                raise ValueError(f"crop {name}={c} does not fit the data's {name} size {n}")
+        _check_crop(crop, factor, size)
         self.fields = np.ascontiguousarray(fields, dtype=np.float32)
+        self.shape = self.fields.shape
         self.crop, self.factor, self.roll, self.seed, self.length = crop, factor, roll, seed, length
 
     def __len__(self) -> int:
         return self.length
 
     def _window(self, rng: np.random.Generator) -> tuple[int, int, int, int]:
-        n_t, _, n_r, n_lat, n_lon = self.fields.shape
+        n_t, _, n_r, n_lat, n_lon = self.shape
         cr, clat, clon = self.crop
         lon_hi = n_lon if self.roll else n_lon - clon + 1
         return (
@@ -422,3 +428,92 @@ class CropDataset(torch.utils.data.Dataset):
         windows = [self._window(rng) for _ in range(n)]
         pairs = [self.cut(*w) for w in windows]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), windows
+
+
+class LazyCropDataset(CropDataset):
+    """The crops of CropDataset, read from the files one window at a time: memory flat in files.
+
+    The same (seed, i) gives the same window and, bit for bit, the same crop as CropDataset on
+    ``scaler.transform(load_fields(...))``. Each process (DataLoader worker) opens its own
+    read-only handles, at most ``max_open`` files at once.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        variables: Sequence[str],
+        n_r: int,
+        drop_r: Sequence[int],
+        scaler: Scaler,
+        crop: Sequence[int],
+        factor: int,
+        *,
+        n_lat: int,
+        n_lon: int,
+        roll: bool = True,
+        seed: int = 0,
+        length: int = 10_000,
+        max_open: int = 64,
+    ) -> None:
+        crop = tuple(int(c) for c in crop)
+        if len(crop) != 3:
+            raise ValueError(f"crop must be (r, lat, lon), got {crop}")
+        self.paths = [str(p) for p in paths]
+        self.variables = list(variables)
+        self.r_index = np.delete(np.arange(n_r), list(drop_r))  # kept layers, file indices
+        self.shape = (len(self.paths), len(self.variables), len(self.r_index), n_lat, n_lon)
+        _check_crop(crop, factor, self.shape[2:])
+        self.scaler, self.max_open = scaler, max_open
+        self.crop, self.factor, self.roll, self.seed, self.length = crop, factor, roll, seed, length
+        self._open: dict = {}  # path -> netCDF4.Dataset, for the process in self._pid
+        self._pid = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": {}, "_pid": None}  # handles never cross processes
+
+    def _dataset(self, path: str):
+        import netCDF4
+
+        if self._pid != os.getpid():
+            self._open, self._pid = {}, os.getpid()
+        ds = self._open.pop(path, None)
+        if ds is None:
+            if len(self._open) >= self.max_open:
+                self._open.pop(next(iter(self._open))).close()  # least recently used
+            ds = netCDF4.Dataset(path, "r")
+            ds.set_auto_maskandscale(False)  # float32 as stored; the checks saw every value
+        self._open[path] = ds
+        return ds
+
+    def read(self, t: int, r0: int, lat0: int, lon0: int) -> np.ndarray:
+        """Unscaled window (V, cr, clat, clon) of file t at kept layers r0.., lat0.., lon0..."""
+        cr, clat, clon = self.crop
+        n_lon = self.shape[-1]
+        ridx = self.r_index[r0 : r0 + cr]
+        lo_r = int(ridx[0])
+        sel_r = ridx - lo_r
+        ds = self._dataset(self.paths[t])
+        lon_parts = [(lon0, min(lon0 + clon, n_lon))]
+        if lon0 + clon > n_lon:  # wraps past 360
+            lon_parts.append((0, lon0 + clon - n_lon))
+        out = np.empty((len(self.variables), cr, clat, clon), np.float32)
+        for k, v in enumerate(self.variables):
+            var = ds.variables[v]
+            a = np.concatenate(
+                [var[lat0 : lat0 + clat, lo_r : int(ridx[-1]) + 1, a:b] for a, b in lon_parts],
+                axis=-1,
+            )  # (clat, span_r, clon)
+            out[k] = a[:, sel_r].transpose(1, 0, 2)
+        return out
+
+    def cut(self, t: int, r0: int, lat0: int, lon0: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lowres input (V, cr/f, clat/f, clon/f), truth (V, cr, clat, clon)) at a window."""
+        truth = torch.from_numpy(
+            np.ascontiguousarray(self.scaler.transform(self.read(t, r0, lat0, lon0)))
+        )
+        return coarsen(truth, self.factor), truth
+
+
+def dataset_bytes(n_files: int, n_var: int, shape: Sequence[int]) -> int:
+    """Bytes of float32 fields (n_files, n_var, *shape) held in memory by CropDataset."""
+    return 4 * n_files * n_var * int(np.prod(shape))
