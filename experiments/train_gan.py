@@ -339,6 +339,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     G_ema = copy.deepcopy(G).requires_grad_(False) if float(cfg.train.ema_decay) > 0 else None
     G_eval = G_ema if G_ema is not None else G
     G_reg = None
+    # A resumed run gets the adversarial lr back from opt_g's saved param_groups.
+    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     B = int(cfg.train.batch_size)
     stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
 
@@ -592,6 +594,9 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         if step == int(cfg.train.pretrain_steps) and cfg.log.skill_regression:
                             G_reg = copy.deepcopy(G_eval).requires_grad_(False)
                     else:
+                        if step == int(cfg.train.pretrain_steps) + 1 and lr_g_adv is not None:
+                            for group in opt_g.param_groups:  # pretraining's lr ends here
+                                group["lr"] = lr_g_adv
                         for _ in range(n_critic):
                             c = critic_step(*batch())
                         meter.add("loss/D", c["loss/D"])
