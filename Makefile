@@ -9,7 +9,7 @@ FPS    ?= 12
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-autoencoder test test-fast lint video bench clean-outputs
+.PHONY: help install run run-autoencoder test test-fast lint video evaluate bench clean-outputs
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ lint: install ## ruff format --check and ruff check
 video: install ## Render every video of RUN into RUN/videos (COMPARE='b c' for side-by-side)
 	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make video RUN=outputs/gan/<run> [COMPARE='<run> ...'] [JOBS=2] [FPS=12]" >&2; exit 2; }
 	$(PY) -m diagnostics.video $(RUN) $(if $(COMPARE),--compare $(COMPARE)) --jobs $(JOBS) --fps $(FPS)
+
+evaluate: install ## Evaluate RUN's newest checkpoint on every validation file vs trilinear: RUN/eval.json
+	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make evaluate RUN=outputs/gan/<run> [CKPT=<checkpoint file>]" >&2; exit 2; }
+	$(PY) experiments/evaluate_gan.py $(RUN) $(if $(CKPT),--checkpoint $(CKPT))
 
 bench: install ## Run the benchmarks (CPU, 1 torch thread each); figures go to the console
 	$(PY) benchmarks/diagnostics_overhead.py

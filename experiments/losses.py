@@ -26,3 +26,20 @@ def critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Ten
 
 def generator_loss(score_fake: torch.Tensor) -> torch.Tensor:
     return -score_fake.mean()
+
+
+def content_loss(pred: torch.Tensor, truth: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Pixel-wise content loss added to the adversarial term (``train.content_weight``).
+
+    The physical-field SR-GANs pair the adversarial loss with a content loss so the generator
+    stays close to the truth while the critic adds small-scale power (Stengel et al. 2020, PNAS;
+    Leinonen et al. 2020, IEEE TGRS).
+    """
+    # (B, V, D, H, W)
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred and truth differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
+    if kind == "mse":
+        return torch.nn.functional.mse_loss(pred, truth)
+    if kind == "l1":
+        return torch.nn.functional.l1_loss(pred, truth)
+    raise ValueError(f"content loss must be 'mse' or 'l1', got {kind!r}")

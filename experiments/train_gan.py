@@ -13,6 +13,7 @@ snapshots, checkpoints).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
+from diagnostics.skill import log_skill, predict, summary_dict
 from diagnostics.slices import slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.spectra import log_spectra
@@ -41,8 +43,8 @@ from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
 from experiments import common, distributed
 from experiments.data import mantle, plausibility
-from experiments.losses import critic_loss, generator_loss, gradient_penalty
-from experiments.models.gan3d import Critic, Generator, init_weights, upsample
+from experiments.losses import content_loss, critic_loss, generator_loss, gradient_penalty
+from experiments.models.gan3d import Critic, Generator, ema_update, init_weights, upsample
 
 log = logging.getLogger("train_gan")
 
@@ -68,13 +70,20 @@ INT_KEYS = (
     "log.physics_every",
     "log.n_probe",
     "log.n_noise_draws",
+    "log.n_skill",
     "snapshot.every",
     "checkpoint.every",
     "checkpoint.n_keep",
     "embed.every",
     "embed.n_items",
 )
-FLOAT_KEYS = ("train.lambda_gp", "train.lr_g", "train.lr_d")
+FLOAT_KEYS = (
+    "train.lambda_gp",
+    "train.lr_g",
+    "train.lr_d",
+    "train.ema_decay",
+    "train.content_weight",
+)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -98,6 +107,12 @@ def check_config(cfg: DictConfig) -> None:
     if len(crop) != 3 or any(not isinstance(c, int) or c % f for c in crop):
         raise ValueError(
             f"data.crop must be 3 integer sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
+        )
+    if not 0.0 <= float(cfg.train.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.train.content_loss not in ("mse", "l1"):
+        raise ValueError(
+            f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
         )
     if cfg.amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
@@ -400,6 +415,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     betas = tuple(float(b) for b in cfg.train.betas)
     opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.train.lr_g), betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.train.lr_d), betas=betas)
+    # Generator EMA (used for probes, skill and evaluation) and the frozen MSE-pretrained copy
+    # (the regression baseline of skill/*_regression), both plain copies of G.
+    G_ema = copy.deepcopy(G).requires_grad_(False) if float(cfg.train.ema_decay) > 0 else None
+    G_eval = G_ema if G_ema is not None else G
+    G_reg = None
+    # A resumed run gets the adversarial lr back from opt_g's saved param_groups.
+    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     B = int(cfg.train.batch_size)
     stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
 
@@ -412,6 +434,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         opt_g.load_state_dict(state["opt_G"])
         opt_d.load_state_dict(state["opt_D"])
         stream.load(state["data"])
+        if G_ema is not None and "G_ema" in state:
+            G_ema.load_state_dict(state["G_ema"])
+        if state.get("G_regression") is not None:
+            G_reg = copy.deepcopy(G).requires_grad_(False)
+            G_reg.load_state_dict(state["G_regression"])
         rngs = state["rng"]
         if len(rngs) != info.world:
             raise ValueError(f"{ckpt} was written by {len(rngs)} ranks; this run has {info.world}")
@@ -428,7 +455,14 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     probe_x, probe_y = probe_x.to(device), probe_y.to(device)
     r_mid = probe_y.shape[2] // 2
     radii = [float(coords["r"][w[1] + r_mid]) for w in windows]
-    clim = {v: [0.0, 1.0] for v in variables}  # min-max scaled: [0, 1] over the training set
+    clim = {v: [0.0, 1.0] for v in variables}
+    # Skill crops: fixed validation windows (files disjoint from training when val files exist).
+    skill_x, skill_y, _ = probe_src.probe_samples(
+        int(cfg.log.n_skill), seed=int(cfg.log.probe_seed) + 2
+    )
+    skill_y = skill_y.to(device)
+    skill_up = upsample(skill_x.to(device), int(cfg.data.factor))
+    last_skill: dict = {}  # min-max scaled: [0, 1] over the training set
 
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
     diag = Diagnostics(
@@ -518,14 +552,17 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             "rng": rngs,
             "step": step,
         }
+        if G_ema is not None:
+            state["G_ema"] = G_ema.state_dict()
+        state["G_regression"] = None if G_reg is None else G_reg.state_dict()
         common.save_checkpoint(
             run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
         )
 
     def generate_probe(n_draws: int) -> torch.Tensor:
         """(K, B, V, ...) generator draws on the fixed probe inputs: the same noise every time."""
-        with probe_mode(G, seed=int(cfg.log.probe_seed)):
-            return torch.stack([G(probe_x) for _ in range(n_draws)])
+        with probe_mode(G_eval, seed=int(cfg.log.probe_seed)):
+            return torch.stack([G_eval(probe_x) for _ in range(n_draws)])
 
     def probe_pass() -> dict[str, torch.Tensor]:
         fake = generate_probe(1)[0]
@@ -546,6 +583,20 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         extra = values.write(writer, step)
         values.reset()
         monitor.record(step, spec | extra)
+
+    def write_skill(step: int) -> None:
+        """skill/* scalars and figure: generator (EMA if on) vs trilinear (and regression)."""
+        nonlocal last_skill
+        preds = []
+        for model in (G_eval, G_reg):
+            if model is None:
+                preds.append(None)
+                continue
+            with probe_mode(model, seed=int(cfg.log.probe_seed)):
+                preds.append(predict(model, skill_x, B, device))
+        vals = log_skill(writer, step, variables, skill_y, preds[0], skill_up, preds[1])
+        last_skill = summary_dict(step, variables, vals)
+        monitor.record(step, vals)
 
     def write_embeddings(step: int) -> None:
         feats = []
@@ -625,21 +676,33 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
                         opt_g.step()
+                        ema_update(G_ema, G, float(cfg.train.ema_decay))
                         meter.add("loss/G_mse", loss_g)
+                        if step == int(cfg.train.pretrain_steps) and cfg.log.skill_regression:
+                            G_reg = copy.deepcopy(G_eval).requires_grad_(False)
                     else:
+                        if step == int(cfg.train.pretrain_steps) + 1 and lr_g_adv is not None:
+                            for group in opt_g.param_groups:  # pretraining's lr ends here
+                                group["lr"] = lr_g_adv
                         for _ in range(n_critic):
                             c = critic_step(*batch())
                         meter.add("loss/D", c["loss/D"])
                         meter.add("loss/gp", c["loss/gp"])
                         x, y = batch()
                         fake = G_fw(x)
-                        loss_g = generator_loss(D_fw(fake, upsample(x, f)))
+                        adv = generator_loss(D_fw(fake, upsample(x, f)))
+                        loss_g = adv
+                        if float(cfg.train.content_weight) > 0:
+                            content = content_loss(fake, y, cfg.train.content_loss)
+                            loss_g = adv + float(cfg.train.content_weight) * content
+                            meter.add("loss/G_content", content)
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
                         balance.update_grad_norm("G", G.parameters())
                         opt_g.step()
-                        meter.add("loss/G", loss_g)
+                        ema_update(G_ema, G, float(cfg.train.ema_decay))
+                        meter.add("loss/G", adv)
                         meter.add("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
                 diag.step(step)
                 pbar.update(1)
@@ -650,6 +713,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         weight_imgs.write(step)
                 if step % int(cfg.log.physics_every) == 0 or step == n_steps:
                     write_physics(step)
+                    write_skill(step)
                 if embedder is not None and embedder.due(step, last=step == n_steps):
                     write_embeddings(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
@@ -713,6 +777,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "run_dir": str(run_dir),
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
         "health": verdict,
+        "skill": last_skill,
     }
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

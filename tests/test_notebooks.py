@@ -121,3 +121,5 @@ def test_notebook_runs_on_a_fresh_run(kind, tmp_path, monkeypatch):
         n_probe = len(load_snapshot(list_snapshots(run_dir)[-1][1])["probe/fake"])
         assert images(cell_with(nb, "slice_panel(")) == 2 * n_probe
         assert images(cell_with(nb, "weight_imgs = snapshot_images(")) == 5  # 3 of G, 2 of D
+        # skill against trilinear: written at the end of every run, one figure of three panels
+        assert images(cell_with(nb, "skill_tags = [t for t in scalar_tags")) == 1

@@ -46,7 +46,15 @@ def acc_text(run_dir, tag: str) -> str:
 
 @pytest.mark.parametrize("exp", EXPS)
 def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
-    cfg = gan_cfg(cache_dir, "train.steps=2", "log.every=1", "log.slices_every=2", exp=exp)
+    # One pretraining step, one adversarial step: overlays with MSE pretraining reach the critic too.
+    cfg = gan_cfg(
+        cache_dir,
+        "train.steps=2",
+        "train.pretrain_steps=1",
+        "log.every=1",
+        "log.slices_every=2",
+        exp=exp,
+    )
     out = train(cfg, tmp_path)
     assert out["status"] == "completed" and out["step"] == 2
     tags = events(tmp_path).Tags()

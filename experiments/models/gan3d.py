@@ -199,3 +199,14 @@ def init_weights(module: nn.Module, std: float | None = 0.02, bias: float | None
                 nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None and bias is not None:
                 nn.init.constant_(m.bias, bias)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module | None, model: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied. No-op on None."""
+    if ema is None:
+        return
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
