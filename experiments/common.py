@@ -720,3 +720,32 @@ def run_main(
         raise
     report_exit(code)
     sys.exit(code)
+
+
+def open_run(
+    cfg,
+    out_dir: str | os.PathLike,
+    kind: str,
+    *,
+    mutable: tuple[str, ...],
+    overrides: Iterable[str] | None = None,
+    is_main: bool = True,
+):
+    """The run skeleton's start, shared by both scripts: check the run directory, take the run
+    lock, remove stale ``*.tmp``, make the saved config the base if the run has checkpoints, and
+    write ``config.yaml``. Returns ``(cfg, run_dir, lock)``; release the lock when the run ends.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
+    check_run_target(run_dir, kind, resume=bool(cfg.resume))
+    lock = None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+        clean_stale_tmp(run_dir)
+    if list_checkpoints(run_dir / "checkpoints"):
+        cfg = resume_config(cfg, run_dir, mutable=mutable, overrides=overrides)
+    if is_main:
+        atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
+    return cfg, run_dir, lock
