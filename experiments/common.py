@@ -1,12 +1,19 @@
-"""Shared plumbing for the training scripts: threads, seeding, run directories, checkpoints."""
+"""Shared plumbing for the training scripts: threads, seeding, run directories, checkpoints,
+the run lock, resume semantics, preemption and exit codes (one copy for both scripts)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
 import random
 import re
-from collections.abc import Mapping
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +22,17 @@ import torch
 log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+MARKER_SUFFIX = ".done"
+CKPT_FORMAT = 2  # 1: completion flag in the payload only; 2: plus a marker file with the digest
+
+# Exit codes of both training scripts (README "Running on a cluster").
+EXIT_BAD_INPUT = 2  # bad data, paths, config values or run directory; reported before training
+EXIT_STOPPED = 3  # non-finite guard or a health check with policy stop
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; requeue and rerun to resume
+
+
+class RunError(ValueError):
+    """The run cannot start or resume as asked (exit 2); the message says why and what to do."""
 
 
 def set_threads(n: int | None) -> None:
@@ -66,23 +84,46 @@ def set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """Save to ``path.tmp``, fsync, then rename: a crash never leaves a partial file at ``path``."""
+def _fsync_dir(d: Path) -> None:
+    """Make a rename in ``d`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``path.tmp``, fsync, rename, fsync the directory: ``path`` is old or new, never half."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no partial file left behind, the previous one untouched
         raise
+    _fsync_dir(path.parent)
     return path
 
 
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """Serialise ``obj`` in memory, then write it atomically (see ``atomic_write_bytes``)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # a failure here touches no file
+    return atomic_write_bytes(buf.getvalue(), path)
+
+
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``ckpt_<step>.pt`` in ``ckpt_dir``, oldest first (valid or not)."""
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
@@ -90,79 +131,212 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def marker_path(path: str | os.PathLike) -> Path:
+    """The completion marker of a checkpoint: ``ckpt_<step>.pt.done``, JSON with the digest."""
+    path = Path(path)
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def save_checkpoint(
     ckpt_dir: str | os.PathLike, step: int, state: Mapping, *, n_keep: int = 3
 ) -> Path:
-    """Write ``ckpt_<step>.pt`` atomically and keep the newest ``n_keep``."""
+    """Write ``ckpt_<step>.pt`` and then its completion marker (the payload's SHA-256), both
+    atomically; then keep the newest ``n_keep`` (``n_keep`` <= 0 keeps all).
+
+    The file is read back and its digest checked before any older checkpoint is deleted, so
+    rotation never removes the newest valid checkpoint.
+    """
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
-    path = atomic_torch_save({**state, "complete": True}, d / f"ckpt_{step:08d}.pt")
-    for _, old in list_checkpoints(d)[:-n_keep] if n_keep > 0 else []:
-        old.unlink(missing_ok=True)
+    path = d / f"ckpt_{step:08d}.pt"
+    buf = io.BytesIO()
+    torch.save({**state, "complete": True}, buf)
+    data = buf.getvalue()
+    digest = _sha256(data)
+    marker = marker_path(path)
+    marker.unlink(missing_ok=True)  # an old marker must never vouch for new bytes
+    atomic_write_bytes(data, path)
+    meta = {"format": CKPT_FORMAT, "step": int(step), "bytes": len(data), "sha256": digest}
+    atomic_write_bytes(json.dumps(meta).encode(), marker)
+    if _sha256(path.read_bytes()) != digest:
+        raise CheckpointError(f"{path}: the bytes on disk differ from those written")
+    rotate_checkpoints(d, step, n_keep)
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load with ``weights_only=True``: tensors and plain containers only, no pickled objects."""
+def rotate_checkpoints(ckpt_dir: Path, newest: int, n_keep: int) -> None:
+    """Keep ``ckpt_<newest>`` and the ``n_keep - 1`` newest older ones that have a marker.
+
+    Files with a higher step than ``newest`` can only exist if they were invalid when this run
+    resumed (it resumes from the newest valid one): they are renamed ``*.corrupt`` and kept for
+    inspection, so they never shadow a valid checkpoint and are never deleted.
+    """
+    ckpts = list_checkpoints(ckpt_dir)
+    for step, p in ckpts:
+        if step > newest:
+            bad = p.with_name(p.name + ".corrupt")
+            log.warning("checkpoint %s is newer than the step just saved: renamed %s", p, bad)
+            os.replace(p, bad)
+            marker_path(p).unlink(missing_ok=True)
+    if n_keep <= 0:
+        return
+    older = [p for s, p in ckpts if s < newest]
+    marked = [p for p in older if marker_path(p).is_file()]
+    keep = set(marked[max(0, len(marked) - (n_keep - 1)) :])
+    for p in older:
+        if p not in keep:
+            p.unlink(missing_ok=True)
+            marker_path(p).unlink(missing_ok=True)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that must not be loaded (truncated, altered, incomplete, wrong keys)."""
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location="cpu", *, required: tuple[str, ...] = ()
+) -> dict:
+    """Verify and load one checkpoint (``weights_only=True``: tensors and plain containers only).
+
+    With a completion marker the payload's SHA-256 must match it (a flipped byte or a truncated
+    file is refused); a file without one (written before markers existed) must load and carry
+    ``complete: True``. ``required`` keys must all be present. Raises ``CheckpointError`` naming
+    the file and the reason.
+    """
+    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e})") from e
+    marker = marker_path(path)
+    if marker.is_file():
+        try:
+            meta = json.loads(marker.read_text())
+            want = str(meta["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: unreadable completion marker {marker} ({e})") from e
+        if len(data) != meta.get("bytes", len(data)):
+            raise CheckpointError(
+                f"{path}: {len(data)} bytes, the completion marker recorded {meta['bytes']} "
+                "(truncated or appended to)"
+            )
+        if _sha256(data) != want:
+            raise CheckpointError(f"{path}: SHA-256 differs from its completion marker (altered)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("complete") is not True:
+        raise CheckpointError(f"{path}: no completion marker")
+    if not marker.is_file():
+        log.warning("%s has no digest (older format): loaded unverified", path)
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: lacks the keys {missing}")
+    return state
 
 
 def load_latest_checkpoint(
-    run_dir: str | os.PathLike, map_location="cpu"
+    run_dir: str | os.PathLike, map_location="cpu", *, required: tuple[str, ...] = ()
 ) -> tuple[Path, dict] | None:
-    """Newest complete checkpoint of a run and its state; files that fail to load or lack the
-    completion marker (``complete: True``) are skipped with a warning."""
-    for _, path in reversed(list_checkpoints(Path(run_dir) / "checkpoints")):
+    """Newest valid checkpoint of a run and its state, falling back past invalid ones with a
+    warning; None if the run has no checkpoint files at all.
+
+    Raises ``RunError`` if there are checkpoint files but none is valid: a run never starts
+    over silently on top of its own broken checkpoints.
+    """
+    ckpts = list_checkpoints(Path(run_dir) / "checkpoints")
+    reasons = []
+    for _, path in reversed(ckpts):
         try:
-            state = load_checkpoint(path, map_location=map_location)
-        except RuntimeError as e:
-            log.warning("skipping checkpoint %s: %s", path, e)
+            state = load_checkpoint(path, map_location=map_location, required=required)
+        except CheckpointError as e:
+            log.warning("skipping invalid checkpoint: %s", e)
+            reasons.append(str(e))
             continue
-        if isinstance(state, dict) and state.get("complete") is True:
-            return path, state
-        log.warning("skipping checkpoint %s: no completion marker", path)
+        if reasons:
+            log.warning("falling back to %s (newest valid of %d)", path, len(ckpts))
+        return path, state
+    if ckpts:
+        raise RunError(
+            f"{run_dir}: none of its {len(ckpts)} checkpoints is valid, refusing to start "
+            f"over ({'; '.join(reasons)}). Move checkpoints/ away to start this run afresh."
+        )
     return None
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """Path of the newest complete checkpoint, or None."""
-    found = load_latest_checkpoint(run_dir)
+    """Path of the newest valid checkpoint, or None (also when none is valid)."""
+    try:
+        found = load_latest_checkpoint(run_dir)
+    except RunError:
+        return None
     return found[0] if found else None
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers the configs use (``first_set``, ``safe_name``); idempotent."""
+    """OmegaConf resolvers the configs use (``first_set``, ``safe_name``, ``run_dir``,
+    ``safe_subdir``); idempotent."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver(
         "first_set", lambda *xs: next((x for x in xs if x), None), replace=True
     )
-    OmegaConf.register_new_resolver("safe_name", safe_run_name, replace=True)
+    OmegaConf.register_new_resolver("safe_name", _refusing(safe_run_name), replace=True)
+    OmegaConf.register_new_resolver("run_dir", _refusing(cli_run_dir), replace=True)
+    OmegaConf.register_new_resolver("safe_subdir", _refusing(safe_subdir), replace=True)
+
+
+def _refusing(fn: Callable) -> Callable:
+    """Wrap a resolver so a refused value ends the program with a one-line message and exit 2.
+
+    Hydra resolves the run directory before it creates it and writes ``.hydra/`` there: this is
+    the last moment a wrong run name or resume target can be refused with nothing written. A
+    ``SystemExit`` passes through OmegaConf and Hydra (they catch ``Exception`` only), so the user
+    sees the message instead of a long traceback.
+    """
+
+    def resolver(*args):
+        try:
+            return fn(*args)
+        except RunError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_INPUT) from None
+
+    return resolver
 
 
 # ------------------------------------------------------------------------------ run names
-_SLUG_BAD = re.compile(r"[^A-Za-z0-9._=-]+")
+_NAME_OK = re.compile(r"^[A-Za-z0-9_=][A-Za-z0-9._=-]*$")
 
 
 def safe_run_name(name: str) -> str:
-    """Slugify a run name and refuse anything that could leave the outputs root.
-
-    Spaces and other characters become ``-``; a name with a path separator, ``..``, a leading
-    ``/`` or ``~``, or nothing left is rejected with a clear error.
-    """
+    """Check a run name: letters, digits, ``.``, ``_``, ``-`` and ``=`` only, not starting with
+    ``.`` or ``-``; anything else is refused (``RunError``) rather than rewritten, so two names
+    never map to one directory (``my run`` would otherwise collide with ``my-run``)."""
     raw = str(name)
-    if not raw or "/" in raw or "\\" in raw or raw.startswith(("~", ".")) or ".." in raw:
-        raise ValueError(
+    if not _NAME_OK.match(raw) or ".." in raw:
+        hint = re.sub(r"[^A-Za-z0-9._=-]+", "-", raw).strip("-.")
+        raise RunError(
             f"run_name={raw!r} is not allowed: use letters, digits, '.', '_', '-' and '=' "
-            "(no '/', no '..', not starting with '.' or '~'); runs stay inside out_root"
+            "(no spaces, no '/', no '..', not starting with '.' or '-'); runs stay inside "
+            f"out_root" + (f". For example: run_name={hint}" if hint and ".." not in hint else "")
         )
-    slug = _SLUG_BAD.sub("-", raw).strip("-")
-    if not slug:
-        raise ValueError(f"run_name={raw!r} has no usable characters")
-    return slug
+    return raw
+
+
+def safe_subdir(override_dirname: str) -> str:
+    """A sweep job's sub-directory from Hydra's ``override_dirname``, as one path component.
+
+    Override values may hold ``/`` or ``..`` (``data.dir=../x``); ``/`` and ``\\`` become ``_``,
+    so the job directory stays under the sweep directory.
+    """
+    s = str(override_dirname).replace("/", "_").replace("\\", "_")
+    return s if s not in ("", ".", "..") else f"_{s}"
 
 
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
@@ -171,12 +345,297 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     return p == r or r in p.parents
 
 
+# ------------------------------------------------------------------------------ run directory
+def check_run_target(run_dir: str | os.PathLike, kind: str, *, resume: bool) -> None:
+    """Refuse (``RunError``) a run directory this script must not use, before anything is written.
+
+    ``resume=`` must name an existing run directory of this script (``kind`` is its
+    ``experiment``: ``gan`` or ``autoencoder``) with a config or checkpoints; any existing run
+    directory must be of this script and not held by a live run (see ``RunLock``).
+    """
+    d = Path(run_dir)
+    if resume:
+        if not d.exists():
+            raise RunError(f"resume={d}: no such run directory (nothing was created)")
+        if not d.is_dir():
+            raise RunError(
+                f"resume={d} is a file; give the run directory (e.g. outputs/{kind}/<run>), "
+                "which resumes from its newest valid checkpoint"
+            )
+        if not (d / "config.yaml").is_file() and not (d / "checkpoints").is_dir():
+            raise RunError(f"resume={d}: no config.yaml and no checkpoints/: not a run directory")
+    if not d.is_dir():
+        return
+    cfg_file = d / "config.yaml"
+    if cfg_file.is_file():
+        from omegaconf import OmegaConf
+
+        try:
+            other = OmegaConf.load(cfg_file).get("experiment")
+        except Exception as e:  # noqa: BLE001 - a broken config is bad input, named
+            raise RunError(f"{cfg_file}: unreadable run config ({e})") from e
+        if other is not None and other != kind:
+            raise RunError(
+                f"{d} is a run of the {other} script, not of the {kind} script; "
+                "nothing was written (resume it with its own script)"
+            )
+    holder = RunLock(d).holder()
+    if holder is not None:
+        raise RunError(f"{d} is in use by another run ({holder}); nothing was written")
+
+
+def cli_run_dir(kind: str, resume, out_root: str, run_name: str) -> str:
+    """``hydra.run.dir``: the ``resume`` directory or ``out_root/<kind>/<run_name>``, checked."""
+    if resume:
+        check_run_target(resume, kind, resume=True)
+        return str(resume)
+    d = Path(str(out_root)) / kind / safe_run_name(run_name)
+    check_run_target(d, kind, resume=False)
+    return str(d)
+
+
+class RunLock:
+    """Advisory lock on ``<run_dir>/.lock`` (``flock``), holding who holds it (pid, host, time,
+    command). The kernel drops it when the holder exits, even on SIGKILL, so a requeued job never
+    finds a stale lock. ``flock`` is not reliable on every network filesystem (old NFS)."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (a description), or None if nobody does."""
+        import fcntl
+
+        if not self.path.is_file():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._describe()
+        finally:
+            os.close(fd)  # closing drops a lock we may have taken
+        return None
+
+    def _describe(self) -> str:
+        try:
+            h = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            h = {}
+        if not h:
+            return "a process that has not written its name yet"
+        return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')}: {h.get('command')}"
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise ``RunError`` naming the holder."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunError(
+                f"{self.path.parent} is in use by another run ({self._describe()}); wait for it "
+                "to end or choose another run_name"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def clean_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove ``*.tmp`` files a killed run left in the run directory, ``checkpoints/`` and
+    ``snapshots/`` (call only while holding the run lock: nobody else is writing them)."""
+    d = Path(run_dir)
+    gone = []
+    for sub in (d, d / "checkpoints", d / "snapshots"):
+        if sub.is_dir():
+            for p in sub.glob("*.tmp"):
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    if gone:
+        log.info("removed %d stale temporary file(s): %s", len(gone), [p.name for p in gone])
+    return gone
+
+
+# ------------------------------------------------------------------------------ resume semantics
+# Keys that may differ from the run's saved config when it resumes, in both scripts (prefixes).
+# Everything else must equal the saved value or the resume is refused: the models, data, optimizer
+# (its learning rate lives in the checkpoint) and the seed define the run.
+RESUME_FREE = (
+    "resume",
+    "run_name",
+    "out_root",
+    "threads",
+    "device",
+    "deterministic",
+    "data.cache_dir",
+    "log",
+    "snapshot",
+    "checkpoint",
+    "frames",
+    "embed",
+    "diagnostics",
+    "health",
+    "preempt",
+)
+# Always taken from the new command line, never from the saved config.
+RESUME_CURRENT = ("resume", "run_name", "out_root", "data.cache_dir", "threads", "device")
+
+
+def _allowed(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    """Flat ``{dotted.key: raw value}`` of a config (interpolations kept as written)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out |= _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def _override_keys(overrides: Iterable[str], cfg) -> tuple[list[str], list[str]]:
+    """Dotted keys the command line set (``a.b=1``, ``+a=1``, ``++a=1``, ``~a``, groups ``data=x``
+    expand to their leaves) and the overrides that name no key of the job config (``+exp=...``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    keys, overlays = [], []
+    for o in overrides:
+        o = str(o)
+        key = o.split("=", 1)[0].lstrip("+~").split("@", 1)[0].replace("/", ".")
+        if not key or key.startswith("hydra"):
+            continue
+        node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(node, DictConfig):
+            keys += [f"{key}.{k}" for k in _leaves(node)]
+        elif OmegaConf.select(cfg, key, default="\0absent", throw_on_missing=False) == "\0absent":
+            overlays.append(o)
+        else:
+            keys.append(key)
+    return keys, overlays
+
+
+def resume_config(
+    cfg,
+    run_dir: str | os.PathLike,
+    *,
+    mutable: tuple[str, ...],
+    overrides: Iterable[str] | None,
+):
+    """The config a resumed run continues with: the run's saved ``config.yaml`` is the base.
+
+    Keys set now (``overrides``, the command line; or, without it, every key where ``cfg``
+    differs from the saved config) take effect if they are in ``RESUME_FREE`` or ``mutable``
+    (e.g. ``train.steps``); a change to any other key raises ``RunError`` listing each key with
+    both values. Keys the saved config lacks (added to the code since) keep ``cfg``'s values.
+    """
+    from omegaconf import OmegaConf
+
+    saved_file = Path(run_dir) / "config.yaml"
+    if not saved_file.is_file():
+        log.warning("%s has no config.yaml: resuming with the config given now", run_dir)
+        return cfg
+    saved = OmegaConf.load(saved_file)
+    now = _leaves(cfg)
+    if overrides is None:
+        old = _leaves(saved)
+        keys = [k for k, v in now.items() if k in old and old[k] != v]
+        overlays = []
+    else:
+        keys, overlays = _override_keys(overrides, cfg)
+    if overlays:
+        log.warning(
+            "resume: %s ignored; the run's saved config (%s) already holds what it chose",
+            " ".join(overlays),
+            saved_file,
+        )
+    base = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)), saved)
+    refused, changed = [], []
+    for key in dict.fromkeys(keys + [k for k in now if _allowed(k, RESUME_CURRENT)]):
+        new_v = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        old_v = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+        if key in now and _allowed(key, RESUME_CURRENT):
+            OmegaConf.update(base, key, now[key], force_add=True)  # as written, not resolved
+            continue
+        if new_v == old_v:
+            continue
+        if _allowed(key, RESUME_FREE + tuple(mutable)):
+            OmegaConf.update(base, key, now.get(key, new_v), force_add=True)
+            changed.append(f"{key}: {old_v!r} -> {new_v!r}")
+        else:
+            refused.append(f"{key}={new_v!r} (the run has {old_v!r})")
+    if refused:
+        raise RunError(
+            f"resume of {run_dir} refused: {'; '.join(refused)}. Only "
+            f"{', '.join(sorted(set(RESUME_FREE[3:] + tuple(mutable))))} may change on resume; "
+            "start a new run (another run_name) to change the others"
+        )
+    if changed:
+        log.info("resume: changed from the saved config: %s", "; ".join(changed))
+    OmegaConf.set_struct(base, True)
+    return base
+
+
+# ------------------------------------------------------------------------------ config checks
+def check_device(name: str) -> None:
+    """``device`` must be auto, cpu, cuda or cuda:N, and CUDA must exist if asked for."""
+    name = str(name)
+    if name not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise RunError(f"device={name!r}: expected auto, cpu, cuda or cuda:<index>")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = (
+            "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+        )
+        raise RunError(f"device={name}: {build}; use device=cpu or device=auto")
+
+
+def check_seed(seed) -> None:
+    """``seed`` must be an integer in [0, 2**32) (numpy's generators refuse negative seeds)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise RunError(f"seed={seed!r}: expected an integer in [0, 2**32)")
+
+
+# ------------------------------------------------------------------------------ run state
+def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
+    """``summary.json`` written atomically: after any stop it says how the run ended."""
+    atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / "summary.json")
+
+
+def accumulator_state(obj, *names: str) -> dict:
+    """Copies of an accumulator's dict attributes (interval sums and counts) for a checkpoint."""
+    return {n: dict(getattr(obj, n)) for n in names}
+
+
+def load_accumulator_state(obj, state: Mapping) -> None:
+    """Restore what ``accumulator_state`` saved: a resumed interval mean equals the straight one."""
+    for n, v in state.items():
+        setattr(obj, n, dict(v))
+
+
 # ------------------------------------------------------------------------------ preemption
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; requeue and rerun to resume
-
-
 class Preemption:
-    """Turns a signal (default SIGUSR2, as submitit sends before a time limit) into a flag.
+    """Turns a signal (default SIGUSR2, as submitit sends before a time limit; and always
+    SIGTERM, what Slurm, Kubernetes and torchrun send before a kill) into a flag.
 
     The loop polls ``requested`` at step boundaries, saves and exits with ``EXIT_PREEMPTED``.
     Handlers are installed on ``__enter__`` and the previous ones restored on ``__exit__``.
@@ -189,29 +648,104 @@ class Preemption:
             raise ValueError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
         import signal
 
+        self.signame = signame
         self.signum = getattr(signal, signame)
+        self.signums = sorted({self.signum, signal.SIGTERM})
         self.requested = False
-        self._old = None
+        self.received: int | None = None
+        self._old: dict = {}
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.requested = True
+        self.received = self.received or signum
+
+    @property
+    def received_name(self) -> str | None:
+        import signal
+
+        return signal.Signals(self.received).name if self.received else None
 
     def __enter__(self) -> Preemption:
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(self.signum, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.signums}
         return self
 
     def __exit__(self, *exc) -> None:
         import signal
 
-        old, self._old = self._old, None
-        if old is None:
-            return
-        signal.signal(self.signum, old)
+        old, self._old = self._old, {}
+        for s, h in old.items():
+            signal.signal(s, h)
         # Under submitit the previous handler requeues the job: hand the signal on once our
         # checkpoint is safely written.
-        if self.requested and callable(old):
-            old(self.signum, None)
+        h = old.get(self.received)
+        if self.requested and callable(h):
+            h(self.received, None)
+
+
+# ------------------------------------------------------------------------------ exit status
+EXIT_DIR_ENV = "FIELDSCOPE_EXIT_DIR"  # set by ``python -m experiments.distributed`` (torchrun)
+
+
+def report_exit(code: int) -> None:
+    """Leave this rank's exit code where the torchrun wrapper reads it (torchrun itself turns
+    any failed worker into exit 1, which would hide a 75)."""
+    d = os.environ.get(EXIT_DIR_ENV)
+    if d and Path(d).is_dir():
+        (Path(d) / f"rank{os.environ.get('RANK', '0')}").write_text(str(int(code)))
+
+
+def run_main(
+    fn: Callable[[], Mapping],
+    *,
+    bad_input: tuple[type[BaseException], ...],
+    stopped: tuple[type[BaseException], ...],
+) -> None:
+    """Call a script's ``train`` and exit with the documented status: 0 done, 2 bad input
+    (``bad_input`` or ``RunError``; one line, no traceback), 3 ``stopped``, 75 preempted (the
+    summary's ``exit_code``). Anything else propagates (Hydra prints it, exit 1)."""
+    try:
+        code = int(fn().get("exit_code", 0))
+    except stopped as e:
+        log.error("%s", e)
+        code = EXIT_STOPPED
+    except (RunError, *bad_input) as e:
+        log.error("%s", e)
+        code = EXIT_BAD_INPUT
+    except BaseException:
+        report_exit(1)
+        raise
+    report_exit(code)
+    sys.exit(code)
+
+
+def open_run(
+    cfg,
+    out_dir: str | os.PathLike,
+    kind: str,
+    *,
+    mutable: tuple[str, ...],
+    overrides: Iterable[str] | None = None,
+    is_main: bool = True,
+):
+    """The run skeleton's start, shared by both scripts: check the run directory, take the run
+    lock, remove stale ``*.tmp``, make the saved config the base if the run has checkpoints, and
+    write ``config.yaml``. Returns ``(cfg, run_dir, lock)``; release the lock when the run ends.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
+    check_run_target(run_dir, kind, resume=bool(cfg.resume))
+    lock = None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+        clean_stale_tmp(run_dir)
+    if list_checkpoints(run_dir / "checkpoints"):
+        cfg = resume_config(cfg, run_dir, mutable=mutable, overrides=overrides)
+    if is_main:
+        atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
+    return cfg, run_dir, lock

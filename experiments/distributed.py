@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+TIMEOUT_ENV = "FIELDSCOPE_DIST_TIMEOUT_S"  # collective timeout: a dead rank ends the job, not hangs
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -28,6 +30,9 @@ class DistInfo:
 def init(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (NCCL on GPUs,
     gloo on CPU); without ``WORLD_SIZE`` > 1 this is a single process and nothing is set up."""
+    from experiments.common import check_device
+
+    check_device(device_name)
     if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         _export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -38,7 +43,8 @@ def init(device_name: str) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
-            "nccl" if want_cuda else "gloo", timeout=datetime.timedelta(minutes=10)
+            "nccl" if want_cuda else "gloo",
+            timeout=datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600"))),
         )
     return DistInfo(rank, local, world), device
 
@@ -70,6 +76,12 @@ def all_ranks_true(flag: torch.Tensor | bool, info: DistInfo) -> bool:
 def any_rank_true(flag: bool, info: DistInfo) -> bool:
     """True if ``flag`` holds on any rank (e.g. a preemption signal delivered to one process)."""
     return not all_ranks_true(not flag, info)
+
+
+def barrier(info: DistInfo) -> None:
+    """Every rank waits here (e.g. until rank 0's checkpoint is fsynced and renamed)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
 
 
 def cleanup(info: DistInfo) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,12 +124,26 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> t
 
 
 # ---------------------------------------------------------------------------------------- train
-def train(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Train the autoencoder into ``out_dir`` (or continue the run named by ``cfg.resume``)."""
+AE_RESUME_MUTABLE = ("train.n_epochs",)  # beyond common.RESUME_FREE; README "Resume"
+AE_CKPT_KEYS = ("model", "optimizer", "sampler", "rng", "step", "history")
+
+
+def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Train the autoencoder into ``out_dir`` (or continue the run named by ``cfg.resume``); a
+    signal (``preempt.signal`` or SIGTERM) from the very start ends it saved, exit code 75."""
+    with common.Preemption(str(cfg.get("preempt", {}).get("signal", "SIGUSR2"))) as preempt:
+        return _train(cfg, out_dir, overrides, preempt)
+
+
+def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> dict:
     check_config(cfg)
+    common.check_seed(cfg.seed)
+    common.check_device(cfg.device)
     common.set_threads(cfg.threads)
-    run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg, run_dir, lock = common.open_run(
+        cfg, out_dir, "autoencoder", mutable=AE_RESUME_MUTABLE, overrides=overrides
+    )
+    common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     device = resolve_device(cfg.device)
     data = load_data(cfg)
     h, w = data.shape
@@ -151,10 +166,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     n_steps = int(cfg.train.n_epochs) * int(cfg.train.steps_per_epoch)
     history: dict[str, list] = {"steps": [], "train": [], "val": []}
 
-    start = 0
-    ckpt = common.latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = common.load_checkpoint(ckpt, map_location=device)
+    start, extra = 0, {}
+    found = common.load_latest_checkpoint(run_dir, map_location=device, required=AE_CKPT_KEYS)
+    if found is not None:
+        ckpt, state = found
+        extra = state.get("extra", {})
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
@@ -165,7 +181,6 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         }
         start = int(state["step"])
         log.info("resuming from %s at step %d", ckpt, start)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (run_dir / "normalisation.json").write_text(
         json.dumps(
             {
@@ -246,6 +261,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                 "rng": common.rng_state(),
                 "step": step,
                 "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
+                # Named extra states: the interval sums (a resume mid-interval logs the same
+                # means as a straight run); other features add theirs here.
+                "extra": {
+                    "meter": {"loss": loss_sum, "n": n_sum, "snap": snap_sum, "n_snap": n_snap}
+                },
             },
             n_keep=int(cfg.checkpoint.n_keep),
         )
@@ -297,12 +317,18 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     B, log_every = int(cfg.train.batch_size), int(cfg.log.every)
     loss_sum, n_sum = torch.zeros((), device=device), 0  # since the last log write
     snap_sum, n_snap = torch.zeros((), device=device), 0  # since the last snapshot
+    if "meter" in extra:
+        m = extra["meter"]
+        loss_sum, n_sum, snap_sum, n_snap = m["loss"], int(m["n"]), m["snap"], int(m["n_snap"])
     t0, step, status = time.perf_counter(), start, "completed"
+    exit_code, early = 0, preempt.requested  # a signal during set-up: nothing new to save
+    if early:
+        status, exit_code = "preempted", common.EXIT_PREEMPTED
     pbar = tqdm(total=n_steps, initial=start, desc="train_autoencoder", unit="step", disable=None)
     try:
         with diag if diag is not None else contextlib.nullcontext():
             model.train()
-            for step in range(start + 1, n_steps + 1):
+            for step in range(start + 1, n_steps + 1 if not early else start + 1):
                 idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(device)
                 x = x_train[idx]
                 loss = masked_mse(model(x), x, weight)
@@ -349,13 +375,30 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
                         write_frame(step, arrays)
                 if embedder is not None and embedder.due(step, last=step == n_steps):
                     write_embeddings(step)
-                if step % int(cfg.checkpoint.every) == 0 or step == n_steps:
+                stop = preempt.requested
+                if step % int(cfg.checkpoint.every) == 0 or step == n_steps or stop:
                     with writer.cost("checkpoints"):
                         checkpoint(step)
+                if stop:
+                    status, exit_code = "preempted", common.EXIT_PREEMPTED
+                    log.warning(
+                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
+                        preempt.received_name,
+                        step,
+                        run_dir,
+                        exit_code,
+                    )
+                    break
+    except StopTraining:
+        status, exit_code = "stopped", common.EXIT_STOPPED
+        raise
     except BaseException:
-        status = "stopped"
+        status, exit_code = "failed", 1
         raise
     finally:
+        if status in ("stopped", "failed"):
+            common.write_summary(run_dir, {"status": status, "exit_code": exit_code, "step": step})
+        lock.release()
         pbar.close()
         verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
@@ -367,12 +410,17 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     metrics = reconstruction_metrics(model, data, weight, device)
     metrics |= {
         "status": status,
+        "exit_code": exit_code,
+        "preempt": {"signal": preempt.received_name, "step": step}
+        if status == "preempted"
+        else None,
         "step": step,
         "run_dir": str(run_dir),
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
         "health": verdict,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    common.write_summary(run_dir, metrics)
     print(
         f"validation MSE (normalised): autoencoder {metrics['val_mse_autoencoder']:.4g}, "
         f"climatological mean {metrics['val_mse_climatology']:.4g}; RMS error "
@@ -403,14 +451,12 @@ def reconstruction_metrics(model, data: ClimateData, weight: torch.Tensor, devic
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    try:
-        train(cfg, HydraConfig.get().runtime.output_dir)
-    except StopTraining as e:
-        log.error("%s", e)
-        sys.exit(3)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        log.error("%s", e)
-        sys.exit(2)
+    hc = HydraConfig.get()
+    common.run_main(
+        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
+        bad_input=(ValueError, FileNotFoundError, KeyError),
+        stopped=(StopTraining,),
+    )
 
 
 if __name__ == "__main__":

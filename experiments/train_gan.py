@@ -114,6 +114,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
         )
+    if cfg.data.train_steps is None and not 0 <= float(cfg.data.val_fraction) < 1:
+        raise ValueError(
+            f"data.val_fraction={cfg.data.val_fraction} leaves no training files (expected [0, 1))"
+        )
     if cfg.amp not in ("none", "bf16"):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
 
@@ -385,7 +389,18 @@ def _worker_init(_: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------- train
-def train(cfg: DictConfig, out_dir: str | Path) -> dict:
+GAN_RESUME_MUTABLE = ("train.steps",)  # beyond common.RESUME_FREE; README "Resume"
+GAN_CKPT_KEYS = ("G", "D", "opt_G", "opt_D", "data", "rng", "step")
+
+
+def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``); a signal
+    from the very start (data generation included) ends it saved, with exit code 75."""
+    with common.Preemption(str(cfg.preempt.signal)) as preempt:
+        return _train(cfg, out_dir, overrides, preempt)
+
+
+def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> dict:
     """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``).
 
     Under ``torchrun`` every rank calls this; rank 0 alone writes events, snapshots and
@@ -394,12 +409,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     check_config(cfg)
     common.set_threads(cfg.threads)
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
+    common.check_seed(cfg.seed)
     info, device = distributed.init(cfg.device)
-    run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
-    if cfg.resume and not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"resume={cfg.resume}: no checkpoints/ directory in that run")
+    cfg, run_dir, lock = common.open_run(
+        cfg, out_dir, "gan", mutable=GAN_RESUME_MUTABLE, overrides=overrides, is_main=info.is_main
+    )
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     data_dir, train_ds, probe_src, scaler, coords, _ = load_data(cfg, run_dir, write=info.is_main)
     variables = list(cfg.data.variables)
     n_var = len(variables)
@@ -425,8 +441,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     B = int(cfg.train.batch_size)
     stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
 
-    start = 0
-    found = common.load_latest_checkpoint(run_dir, map_location=device)
+    start, extra = 0, {}
+    found = common.load_latest_checkpoint(run_dir, map_location=device, required=GAN_CKPT_KEYS)
     if found is not None:
         ckpt, state = found
         G.load_state_dict(state["G"])
@@ -444,9 +460,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             raise ValueError(f"{ckpt} was written by {len(rngs)} ranks; this run has {info.world}")
         common.set_rng_state(rngs[info.rank])
         start = int(state["step"])
+        extra = state.get("extra", {})
         log.info("resuming from %s at step %d", ckpt, start)
-    if info.is_main:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     # Fixed, seeded probe samples: the same crops (and the same noise) at every write.
     probe_x, probe_y, windows = probe_src.probe_samples(
@@ -497,6 +512,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     )
 
     balance = GanBalance()
+    if start and "balance" in extra:
+        common.load_accumulator_state(balance, extra["balance"])
     values = ValueDistribution(variables, lo=-0.25, hi=1.25)  # scaled units: [0, 1] is the data
     monitor = HealthMonitor(
         cfg.health,
@@ -511,6 +528,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         else torch.autocast("cpu", enabled=False)
     )
     meter = Meter()
+    if start and "meter" in extra:  # a resume mid-interval: the first means match a straight run
+        common.load_accumulator_state(meter, extra["meter"])
     n_critic, lam, f = int(cfg.train.n_critic), float(cfg.train.lambda_gp), int(cfg.data.factor)
     n_steps = int(cfg.train.steps)
     fixed = None
@@ -542,6 +561,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             rngs = [None] * info.world
             torch.distributed.all_gather_object(rngs, common.rng_state())
         if not info.is_main:
+            distributed.barrier(info)  # rank 0's save is durable before any rank goes on or exits
             return
         state = {
             "G": G.state_dict(),
@@ -551,6 +571,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             "data": stream.state(),
             "rng": rngs,
             "step": step,
+            # Named extra states (interval accumulators; other features add theirs here).
+            "extra": {
+                "meter": common.accumulator_state(meter, "sums", "counts"),
+                "balance": common.accumulator_state(balance, "_sums", "_counts"),
+            },
         }
         if G_ema is not None:
             state["G_ema"] = G_ema.state_dict()
@@ -558,6 +583,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         common.save_checkpoint(
             run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
         )
+        distributed.barrier(info)
 
     def generate_probe(n_draws: int) -> torch.Tensor:
         """(K, B, V, ...) generator draws on the fixed probe inputs: the same noise every time."""
@@ -580,9 +606,9 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         # The lat-lon planes of the same volumes as 2D fields (each radius one more sample).
         log_spectra(writer, step, variables, probe_y, fake, up, spatial_dims=2, tag="spectrum2d")
         values.update(probe_y, fake)
-        extra = values.write(writer, step)
+        value_scalars = values.write(writer, step)
         values.reset()
-        monitor.record(step, spec | extra)
+        monitor.record(step, spec | value_scalars)
 
     def write_skill(step: int) -> None:
         """skill/* scalars and figure: generator (EMA if on) vs trilinear (and regression)."""
@@ -661,11 +687,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         unit="step",
         disable=None if info.is_main else True,
     )
-    preempt = common.Preemption(str(cfg.preempt.signal))
     self_signal = cfg.preempt.self_signal_step
+    early = distributed.any_rank_true(preempt.requested, info)  # a signal during set-up
+    if early:
+        status, exit_code = "preempted", common.EXIT_PREEMPTED
     try:
-        with diag, preempt:
-            for step in range(start + 1, n_steps + 1):
+        with diag:
+            for step in range(start + 1, n_steps + 1 if not early else start + 1):
                 G.train()
                 D.train()
                 with autocast:
@@ -762,13 +790,20 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     except StopTraining:
         status, exit_code = "stopped", 3
         raise
+    except BaseException:
+        status, exit_code = "failed", 1
+        raise
     finally:
+        if info.is_main and status in ("stopped", "failed"):
+            common.write_summary(run_dir, {"status": status, "exit_code": exit_code, "step": step})
         pbar.close()
         verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
         distributed.cleanup(info)
+        if lock is not None:
+            lock.release()
 
     summary = {
         "status": status,
@@ -778,9 +813,12 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
         "health": verdict,
         "skill": last_skill,
+        "preempt": {"signal": preempt.received_name, "step": step}
+        if status == "preempted"
+        else None,
     }
     if info.is_main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        common.write_summary(run_dir, summary)
     log.info("done: %s", summary)
     return summary
 
@@ -803,15 +841,12 @@ def _overrides(run_dir: Path) -> list[str]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    try:
-        summary = train(cfg, HydraConfig.get().runtime.output_dir)
-    except StopTraining as e:
-        log.error("%s", e)
-        sys.exit(3)
-    except (mantle.DataError, ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        sys.exit(2)
-    sys.exit(summary["exit_code"])
+    hc = HydraConfig.get()
+    common.run_main(
+        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
+        bad_input=(mantle.DataError, ValueError, FileNotFoundError),
+        stopped=(StopTraining,),
+    )
 
 
 if __name__ == "__main__":

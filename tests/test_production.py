@@ -124,14 +124,18 @@ def test_run_name_must_stay_inside_outputs(bad):
         common.safe_run_name(bad)
 
 
-def test_run_name_is_slugified():
-    assert common.safe_run_name("lr 1e-3, big") == "lr-1e-3-big"
+def test_run_name_is_refused_not_rewritten():
+    # "my run" used to become "my-run": two names, one directory.
+    with pytest.raises(common.RunError, match="run_name=my-run"):
+        common.safe_run_name("my run")
+    assert common.safe_run_name("my-run") == "my-run"
     assert common.inside("/tmp/out", "/tmp/out/gan/x") and not common.inside("/tmp/out", "/tmp/x")
 
 
 def test_cli_rejects_escaping_run_name(cache_dir, tmp_path):
     out = run_cli(cache_dir, tmp_path / "outputs", "run_name=../escape", "train.steps=1")
-    assert out.returncode != 0 and "run_name" in out.stderr
+    assert out.returncode == 2 and "run_name" in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3, out.stderr  # one message, no traceback
     assert not (tmp_path / "escape").exists() and not (tmp_path / "outputs").exists()
 
 
