@@ -96,6 +96,7 @@ class ActivationStats:
         self.dead_hist: list[list[float]] = [[] for _ in self.layers]
         self._snap = [np.zeros(self.spec.n_counts) for _ in self.layers]
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
+        self._warned = False
 
     def sizes(self) -> list[int]:
         """Buffer length per layer."""
@@ -123,6 +124,19 @@ class ActivationStats:
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, images: bool) -> None:
         """Turn host buffers (one per layer) into records; scalars go into ``scalars``."""
         edges = self.spec.bin_edges()
+        if not self._warned:
+            self._warned = True
+            silent = [
+                f"{m}/{n}"
+                for (m, n, _), f in zip(self.layers, self._hooks.fired, strict=True)
+                if not f
+            ]
+            if silent:
+                warnings.warn(
+                    f"diagnostics: selected layers never ran a training-mode forward before the "
+                    f"first write at step {step}: {', '.join(silent)}",
+                    stacklevel=3,
+                )
         for i, ((mname, lname, _), b) in enumerate(zip(self.layers, host, strict=True)):
             s = summarize(b, self.spec, dead_bins=self.dead_bins)
             if s["n"] == 0:
