@@ -173,3 +173,34 @@ def test_lstm_packed_and_attention_counts_match_independent_histogram(tmp_path):
     assert seen["lstm"].shape == (12, 5)
     assert ea.Scalars("act/m/attn/mean")
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_lbfgs_closure_gradients_labelled_with_their_step():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    want = {}
+    cfg = {"every": 1, "record_every": 1, "activations": {"enabled": False}}
+    with Diagnostics({"m": model}, {"m": opt}, cfg=cfg) as diag:
+        for step in range(4):
+            # independent: the gradient norm at this step's weights, before the step moves them
+            ref = nn.Linear(3, 1)
+            ref.load_state_dict(model.state_dict())
+            nn.functional.mse_loss(ref(x), y).backward()
+            want[step] = ref.weight.grad.norm().item()
+
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            diag.step(step)
+    got = dict(diag.history["grad/m/weight/norm"])
+    assert sorted(got) == [0, 1, 2, 3]  # the last step's gradient is recorded too
+    for step in range(4):
+        assert got[step] == pytest.approx(want[step], rel=1e-6), step
+    assert len(set(round(v, 6) for v in want.values())) == 4  # the steps really differ
+    assert len(opt._optimizer_step_pre_hooks) == 0
