@@ -204,3 +204,19 @@ def test_lbfgs_closure_gradients_labelled_with_their_step():
         assert got[step] == pytest.approx(want[step], rel=1e-6), step
     assert len(set(round(v, 6) for v in want.values())) == 4  # the steps really differ
     assert len(opt._optimizer_step_pre_hooks) == 0
+
+
+def test_colorful_history_bounded_and_exact():
+    from diagnostics.activations import ColumnHistory
+
+    rng = np.random.default_rng(0)
+    cols = rng.integers(0, 100, size=(5, 1500)).astype(float)
+    h = ColumnHistory(5, max_cols=512)
+    for k in range(1500):
+        h.add(cols[:, k], step=10 * k)
+    # 512 writes fill it, halve (group 2); 1024 writes fill it again, halve (group 4); 476 more
+    assert h.group == 4 and h.n == 256 + 119
+    np.testing.assert_array_equal(h.array(), np.add.reduceat(cols, np.arange(0, 1500, 4), axis=1))
+    np.testing.assert_array_equal(h.steps, 10 * np.arange(0, 1500, 4))
+    assert h._data.shape == (5, 512)  # memory does not grow with the run
+    np.testing.assert_allclose(h.mean()[:, 0], cols[:, :4].mean(1))
