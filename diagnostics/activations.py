@@ -38,6 +38,62 @@ def _merge_columns(m: np.ndarray, max_cols: int, how: str) -> np.ndarray:
         return np.nanmean(groups, axis=2)
 
 
+class ColumnHistory:
+    """Bounded bins-by-writes history: at most ``max_cols`` columns, each the sum of ``group`` writes.
+
+    When full, adjacent columns are summed in pairs and ``group`` doubles, so memory is
+    O(rows x max_cols) and a write costs O(rows) amortised, however long the run (the colorful
+    image used to be rebuilt from every past write).
+    """
+
+    def __init__(self, rows: int, max_cols: int = 512) -> None:
+        if max_cols < 2 or max_cols % 2:
+            raise ValueError(f"max_cols must be an even number >= 2, got {max_cols}")
+        self.max_cols = max_cols
+        self.group = 1  # writes per stored column
+        self._data = np.zeros((rows, max_cols), np.float64)
+        self._writes = np.zeros(max_cols, np.int64)  # writes summed into each column
+        self._steps = np.zeros(max_cols, np.int64)  # step of each column's first write
+        self.n = 0  # stored columns; the last one may be partial
+
+    def add(self, col: np.ndarray, step: int) -> None:
+        """Add one write's column (rows,)."""
+        if self.n and self._writes[self.n - 1] < self.group:
+            j = self.n - 1
+        else:
+            if self.n == self.max_cols:
+                self._halve()
+            j = self.n
+            self.n += 1
+            self._data[:, j] = 0.0
+            self._writes[j] = 0
+            self._steps[j] = step
+        self._data[:, j] += col
+        self._writes[j] += 1
+
+    def _halve(self) -> None:
+        h = self.max_cols // 2
+        d = self._data
+        d[:, :h] = d[:, 0::2] + d[:, 1::2]
+        self._writes[:h] = self._writes[0::2] + self._writes[1::2]
+        self._steps[:h] = self._steps[0::2]
+        self.n = h
+        self.group *= 2
+
+    def array(self) -> np.ndarray:
+        """(rows, n) sums per stored column (a view: copy before keeping)."""
+        return self._data[:, : self.n]
+
+    def mean(self) -> np.ndarray:
+        """(rows, n) mean per write of each stored column."""
+        return self._data[:, : self.n] / self._writes[: self.n]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(n,) step of the first write in each stored column."""
+        return self._steps[: self.n]
+
+
 def colorful_image(cols: np.ndarray, *, cmap: str = "viridis", max_px: int = 512) -> np.ndarray:
     """RGB uint8 image of log1p(counts), counts ``(n_counts, n_writes)``: bin 0 at the bottom."""
     # cols: (n_counts, n_writes) host counts, underflow first, overflow last.
@@ -92,10 +148,12 @@ class ActivationStats:
         self.active = False
         self.seconds = 0.0  # host time inside hooks (launch time only on a GPU)
         self.bufs: list[torch.Tensor] = []
-        self.columns: list[list[np.ndarray]] = [[] for _ in self.layers]
-        self.dead_hist: list[list[float]] = [[] for _ in self.layers]
+        # bounded histories (memory and per-write cost flat in run length)
+        self.columns = [ColumnHistory(self.spec.n_counts) for _ in self.layers]
+        self.dead_hist = [ColumnHistory(1) for _ in self.layers]
         self._snap = [np.zeros(self.spec.n_counts) for _ in self.layers]
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
+        self._warned = False
 
     def sizes(self) -> list[int]:
         """Buffer length per layer."""
@@ -123,6 +181,19 @@ class ActivationStats:
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, images: bool) -> None:
         """Turn host buffers (one per layer) into records; scalars go into ``scalars``."""
         edges = self.spec.bin_edges()
+        if not self._warned:
+            self._warned = True
+            silent = [
+                f"{m}/{n}"
+                for (m, n, _), f in zip(self.layers, self._hooks.fired, strict=True)
+                if not f
+            ]
+            if silent:
+                warnings.warn(
+                    f"diagnostics: selected layers never ran a training-mode forward before the "
+                    f"first write at step {step}: {', '.join(silent)}",
+                    stacklevel=3,
+                )
         for i, ((mname, lname, _), b) in enumerate(zip(self.layers, host, strict=True)):
             s = summarize(b, self.spec, dead_bins=self.dead_bins)
             if s["n"] == 0:
@@ -133,16 +204,14 @@ class ActivationStats:
             scalars[f"{tag}/dead"] = s["dead"]
             scalars[f"{tag}/nan_count"] = s["nan_count"]
             scalars[f"{tag}/inf_count"] = s["inf_count"]
-            self.columns[i].append(s["counts"].copy())
-            self.dead_hist[i].append(s["dead"])
+            self.columns[i].add(s["counts"], step)
+            self.dead_hist[i].add(np.array([s["dead"]]), step)
             self._snap[i] += s["counts"]
             if writer is not None:
                 writer.histogram(f"{tag}/hist", s["counts"], edges, step)
                 if images:
-                    writer.image(
-                        f"{tag}/colorful", colorful_image(np.stack(self.columns[i], 1)), step
-                    )
-                    writer.image(f"{tag}/dead_chart", dead_chart(self.dead_hist[i]), step)
+                    writer.image(f"{tag}/colorful", colorful_image(self.columns[i].array()), step)
+                    writer.image(f"{tag}/dead_chart", dead_chart(self.dead_hist[i].mean()[0]), step)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Counts (int64) and dead fraction per layer since the previous call; resets them."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -57,6 +58,120 @@ def plain(cfg) -> dict:
     return conv(cfg)
 
 
+# One default write period, the one conf/diagnostics/default.yaml states.
+DEFAULT_EVERY = 50
+
+# Valid config keys per section; anything else is a typo and an error (``evry`` is not ignored).
+CONFIG_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset(
+        {"enabled", "every", "record_every", "image_every", "activations", "weights", "grads"}
+    ),
+    "activations": frozenset(
+        {
+            "enabled",
+            "types",
+            "names",
+            "exclude",
+            "lo",
+            "hi",
+            "n_bins",
+            "transform",
+            "edges",
+            "dead_bins",
+        }
+    ),
+    "weights": frozenset({"enabled", "n_bins", "range"}),
+    "grads": frozenset({"enabled", "lo", "hi", "n_bins", "edges"}),
+}
+
+
+def check_keys(c: Mapping) -> None:
+    """Raise ValueError naming unknown config keys and listing the valid ones."""
+    if not isinstance(c, Mapping):
+        raise TypeError(f"diagnostics cfg: expected a mapping, got {type(c).__name__}")
+    for section, valid in CONFIG_KEYS.items():
+        sub = c if not section else c.get(section)
+        if sub is None:
+            continue
+        if not isinstance(sub, Mapping):
+            raise TypeError(
+                f"diagnostics cfg: {section!r} must be a mapping, got {type(sub).__name__}"
+            )
+        bad = sorted(set(sub) - valid)
+        if bad:
+            where = f"diagnostics.{section}" if section else "diagnostics"
+            raise ValueError(f"{where}: unknown config key(s) {bad}; valid keys: {sorted(valid)}")
+
+
+def _check_models(models) -> dict[str, nn.Module]:
+    if isinstance(models, nn.Module):
+        return {"model": models}
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError(
+            "models: expected an nn.Module or a non-empty mapping name -> nn.Module, got "
+            f"{type(models).__name__}"
+        )
+    for k, m in models.items():
+        if not isinstance(k, str) or not isinstance(m, nn.Module):
+            raise TypeError(f"models: expected str -> nn.Module, got {k!r} -> {type(m).__name__}")
+        _check_not_compiled(k, m)
+    return dict(models)
+
+
+def _check_not_compiled(name: str, m: nn.Module) -> None:
+    # Forward hooks inside a torch.compile graph are traced once or skipped by dynamo, which gives
+    # statistics that differ from eager without a word; refuse rather than show wrong numbers.
+    compiled = getattr(m, "_compiled_call_impl", None) is not None
+    if hasattr(m, "_orig_mod") or compiled:
+        raise ValueError(
+            f"models[{name!r}] is compiled (torch.compile / nn.Module.compile): activation hooks "
+            "are not supported inside compiled graphs; pass the eager module, or set "
+            "activations.enabled=false"
+        )
+
+
+def _check_optimizers(optimizers, models) -> dict[str, torch.optim.Optimizer] | None:
+    if optimizers is None:
+        return None
+    if isinstance(optimizers, torch.optim.Optimizer):
+        optimizers = {next(iter(models)): optimizers} if len(models) == 1 else {"0": optimizers}
+    elif isinstance(optimizers, Sequence) and not isinstance(optimizers, (str, bytes)):
+        optimizers = {str(i): o for i, o in enumerate(optimizers)}
+    if not isinstance(optimizers, Mapping):
+        raise TypeError(
+            "optimizers: expected a torch.optim.Optimizer, a list of them, or a mapping name -> "
+            f"optimizer, got {type(optimizers).__name__}"
+        )
+    for k, o in optimizers.items():
+        if not isinstance(o, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizers: expected torch.optim.Optimizer for {k!r}, got {type(o).__name__}"
+            )
+    return dict(optimizers)
+
+
+def _check_writer(writer):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .writer import Writer
+
+    if writer is None or isinstance(writer, Writer):
+        return writer
+    if isinstance(writer, (str, os.PathLike)):
+        return Writer(writer)
+    if isinstance(writer, SummaryWriter):
+        # Reuse the user's SummaryWriter (one event file): build a non-writing Writer, then hand
+        # it this SummaryWriter (writer.py is not changed for this).
+        w = Writer(writer.log_dir, rank=1)
+        w.rank, w.is_writer, w._tb = 0, True, writer
+        w._size = w._event_size()
+        return w
+    raise TypeError(
+        "writer: expected a diagnostics.Writer, a torch SummaryWriter, a log directory path or "
+        f"None, got {type(writer).__name__}"
+    )
+
+
 def _dist() -> tuple[bool, int]:
     if dist.is_available() and dist.is_initialized():
         return True, dist.get_world_size()
@@ -67,9 +182,12 @@ class Diagnostics:
     """Activation, weight and gradient statistics of named models, written through a Writer.
 
     Args:
-        models: name -> module (DDP/compiled modules are unwrapped).
-        optimizers: name -> optimizer; gradients are measured right before each ``step()``.
-        writer: a :class:`diagnostics.Writer`, or None to keep only ``history``.
+        models: name -> module (DDP modules are unwrapped), or one bare module (named ``model``).
+            Compiled modules are refused with an error (hooks inside compiled graphs).
+        optimizers: name -> optimizer, a list of optimizers, or one optimizer; gradients are
+            measured right before each ``step()``.
+        writer: a :class:`diagnostics.Writer`, an existing ``SummaryWriter`` (reused), a log
+            directory path, or None to keep only ``history``.
         cfg: configuration mapping (see the module docstring).
         start_step: first step the loop will pass to :meth:`step` (decides the first recording).
     """
@@ -84,8 +202,12 @@ class Diagnostics:
         start_step: int = 0,
     ) -> None:
         c = plain(cfg)
+        check_keys(c)
+        models = _check_models(models)
+        optimizers = _check_optimizers(optimizers, models)
+        writer = _check_writer(writer)
         self.enabled = bool(c.get("enabled", True))
-        self.every = int(c.get("every", 100))
+        self.every = int(c.get("every", DEFAULT_EVERY))
         self.record_every = int(c.get("record_every", 10))
         self.image_every = int(c.get("image_every") or self.every)
         if self.every < 1 or self.record_every < 1:
@@ -165,9 +287,14 @@ class Diagnostics:
                 self.writer.text("diagnostics/cost", _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
+    def attach(self) -> Diagnostics:
+        """Register the hooks outside a ``with`` block; pair with :meth:`detach`."""
+        return self.__enter__()
+
     def detach(self) -> None:
         """Remove the hooks without the end-of-run write; entering again re-attaches them."""
         self._remove()
+        self._entered = False
 
     def _remove(self) -> None:
         if self.act:

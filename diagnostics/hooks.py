@@ -15,27 +15,30 @@ import torch
 from torch import nn
 
 # Layers whose outputs the activation statistics watch by default: weighted layers and activations.
-DEFAULT_TYPES: tuple[str, ...] = (
-    "Linear",
-    "Conv1d",
-    "Conv2d",
-    "Conv3d",
-    "ConvTranspose1d",
-    "ConvTranspose2d",
-    "ConvTranspose3d",
-    "ReLU",
-    "LeakyReLU",
-    "PReLU",
-    "ELU",
-    "SELU",
-    "CELU",
-    "GELU",
-    "SiLU",
-    "Mish",
-    "Tanh",
-    "Sigmoid",
-    "Softplus",
-    "Hardtanh",
+# Matched with isinstance, so subclasses (and parametrised modules, whose class is a subclass) count.
+DEFAULT_TYPES: tuple[type, ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.RNNBase,  # RNN, LSTM, GRU: the first output (the sequence, or a PackedSequence's data)
+    nn.MultiheadAttention,  # the attention output, not the weights
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
 )
 
 
@@ -58,8 +61,8 @@ def _type_matches(module: nn.Module, types: Sequence[str | type]) -> bool:
         if isinstance(t, type):
             if isinstance(module, t):
                 return True
-        elif type(module).__name__ == t:
-            return True
+        elif any(c.__name__ == t for c in type(module).__mro__):
+            return True  # a class name also matches subclasses (e.g. parametrised modules)
     return False
 
 
@@ -101,6 +104,8 @@ def first_tensor(output) -> torch.Tensor | None:
     """The first floating tensor in a module's output (tensor, tuple/list, or dict), else None."""
     if isinstance(output, torch.Tensor):
         return output if output.is_floating_point() else None
+    if isinstance(output, nn.utils.rnn.PackedSequence):
+        return first_tensor(output.data)  # (sum of lengths, H): only real time steps
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (list, tuple)):
@@ -123,6 +128,7 @@ class Hooks:
         self.modules = list(modules)
         self.fn = fn
         self.handles: list = []
+        self.fired = [False] * len(self.modules)
 
     def register(self) -> Hooks:
         """Register one forward hook per module (idempotent)."""
@@ -144,6 +150,7 @@ class Hooks:
                 return
             t = first_tensor(output)
             if t is not None:
+                self.fired[i] = True
                 fn(i, module, t)
 
         return hook

@@ -112,7 +112,7 @@ class ParamStats:
         for j in touched:
             self.n_steps[j] += 1
 
-    def _pre_step(self, opt: torch.optim.Optimizer, args, kwargs) -> None:
+    def _pre_step(self, opt: torch.optim.Optimizer, args, kwargs):
         if not self.active:
             return
         t0 = time.perf_counter()
@@ -122,8 +122,30 @@ class ParamStats:
             for p in g["params"]
             if id(p) in self._index
         ]
-        self._grads(idx)
+        closure = kwargs.get(
+            "closure", args[1] if len(args) > 1 else None
+        )  # args[0]: the optimizer
+        if closure is None:
+            self._grads(idx)
+            self.seconds += time.perf_counter() - t0
+            return None
+        # step(closure) (LBFGS, Lightning): .grad now is the previous step's; measure it right
+        # after the closure's first backward in this step, the gradient at this step's weights.
+        done = []
+
+        def measured_closure():
+            loss = closure()
+            if not done:
+                done.append(True)
+                t1 = time.perf_counter()
+                self._grads(idx)
+                self.seconds += time.perf_counter() - t1
+            return loss
+
         self.seconds += time.perf_counter() - t0
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": measured_closure}
+        return (args[0], measured_closure, *args[2:]), kwargs
 
     def on_step(self) -> None:
         """At a recorded training step: read ``.grad`` of parameters no optimizer holds."""
