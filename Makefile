@@ -9,7 +9,7 @@ FPS    ?= 12
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-autoencoder test test-fast lint video bench clean-outputs
+.PHONY: help install run run-autoencoder test test-fast lint video report bench clean-outputs
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ lint: install ## ruff format --check and ruff check
 video: install ## Render every video of RUN into RUN/videos (COMPARE='b c' for side-by-side)
 	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make video RUN=outputs/gan/<run> [COMPARE='<run> ...'] [JOBS=2] [FPS=12]" >&2; exit 2; }
 	$(PY) -m diagnostics.video $(RUN) $(if $(COMPARE),--compare $(COMPARE)) --jobs $(JOBS) --fps $(FPS)
+
+report: install ## Write RUN/report.html: one self-contained page (verdict, skill, curves, pictures)
+	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make report RUN=outputs/gan/<run>" >&2; exit 2; }
+	$(PY) -m diagnostics.report $(RUN)
 
 bench: install ## Run the benchmarks (CPU, 1 torch thread each); figures go to the console
 	$(PY) benchmarks/diagnostics_overhead.py
