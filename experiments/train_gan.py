@@ -34,7 +34,7 @@ from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
-from diagnostics.slices import slice_panel, take_slices
+from diagnostics.slices import physical_ranges, slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.spectra import log_spectra
 from diagnostics.writer import Writer
@@ -485,7 +485,13 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
             for i in range(len(probe_x)):
                 img = slice_panel(
-                    s["input_up"][i], s["fake"][i], s["truth"][i], variables, radii[i], clim
+                    s["input_up"][i],
+                    s["fake"][i],
+                    s["truth"][i],
+                    variables,
+                    radii[i],
+                    clim,
+                    scaling=physical_ranges(scaler.to_dict()),
                 )
                 writer.image(f"slices/G/probe{i}", img, step)
 
@@ -527,6 +533,9 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
     self_signal = cfg.preempt.self_signal_step
     try:
         with diag, preempt:
+            if start == 0:  # a step-0 frame: every video starts from the untrained model
+                with writer.cost("snapshots"):
+                    snapshot(0)
             for step in range(start + 1, n_steps + 1):
                 G.train()
                 D.train()
