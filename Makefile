@@ -9,7 +9,7 @@ FPS    ?= 12
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-autoencoder test test-fast lint video evaluate bench clean-outputs
+.PHONY: help install run run-autoencoder test test-fast lint video evaluate report bench clean-outputs
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ video: install ## Render every video of RUN into RUN/videos (COMPARE='b c' for s
 evaluate: install ## Evaluate RUN's newest checkpoint on every validation file vs trilinear: RUN/eval.json
 	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make evaluate RUN=outputs/gan/<run> [CKPT=<checkpoint file>]" >&2; exit 2; }
 	$(PY) experiments/evaluate_gan.py $(RUN) $(if $(CKPT),--checkpoint $(CKPT))
+
+report: install ## Write RUN/report.html: one self-contained page (verdict, skill, curves, pictures)
+	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make report RUN=outputs/gan/<run>" >&2; exit 2; }
+	$(PY) -m diagnostics.report $(RUN)
 
 bench: install ## Run the benchmarks (CPU, 1 torch thread each); figures go to the console
 	$(PY) benchmarks/diagnostics_overhead.py

@@ -113,9 +113,9 @@ def _font(size: int):
     from PIL import ImageFont
 
     try:
-        import matplotlib
+        from matplotlib import font_manager  # `import matplotlib` alone does not load it
 
-        path = matplotlib.font_manager.findfont("DejaVu Sans")
+        path = font_manager.findfont("DejaVu Sans")
         return ImageFont.truetype(path, size)
     except Exception:  # noqa: BLE001 - any font problem falls back to PIL's bitmap font
         return ImageFont.load_default()
@@ -141,6 +141,53 @@ def label_above(
     strip[:] = fill
     draw_text(strip, text, (3, max(0, (height - size) // 2 - 1)), size=size)
     return np.concatenate([strip, img[..., :3]], axis=0)
+
+
+def _wrap(text: str, k: int) -> list[str]:
+    """``text`` in ``k`` pieces of about equal length, broken at spaces where there are any."""
+    if k <= 1:
+        return [text]
+    out, rest = [], text
+    for m in range(k, 1, -1):
+        target = len(rest) // m
+        cut = rest.rfind(" ", 0, target + 1)
+        cut = cut if cut > target // 2 else target  # no space near: break inside the word
+        out.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return [*out, rest]
+
+
+def fit_label_above(
+    img: np.ndarray, text: str, *, height: int = 32, size: int = 12, fill=(255, 255, 255)
+) -> np.ndarray:
+    """Like :func:`label_above`, one line per ``\\n`` in ``text``; a line too wide for the image
+    is drawn in a smaller font (down to 6 px), then wrapped onto sub-lines in its share of the
+    height, so a long name is shrunk or wrapped, never cut."""
+    from PIL import Image, ImageDraw
+
+    width = img.shape[1]
+    strip = np.empty((height, width, 3), np.uint8)
+    strip[:] = fill
+    pil = Image.fromarray(strip)
+    draw = ImageDraw.Draw(pil)
+    lines = text.split("\n")
+    line_h = height // len(lines)
+    y = 0
+    for ln in lines:
+        for k in range(1, max(1, line_h // 7) + 1):
+            pieces = _wrap(ln, k)
+            s = min(size, max(6, line_h // k - 2))
+            while s > 6 and max(draw.textlength(p, font=_font(s)) for p in pieces) > width - 4:
+                s -= 1
+            if max(draw.textlength(p, font=_font(s)) for p in pieces) <= width - 4:
+                break
+        sub_h = line_h // len(pieces)
+        for n, p in enumerate(pieces):
+            draw.text(
+                (2, y + n * sub_h + max(0, (sub_h - s) // 2 - 1)), p, fill=(0, 0, 0), font=_font(s)
+            )
+        y += line_h
+    return np.concatenate([np.asarray(pil), img[..., :3]], axis=0)
 
 
 def figure_to_array(fig) -> np.ndarray:

@@ -278,6 +278,7 @@ def _render_slices(job: Job, i: int, r: int) -> np.ndarray:
         p["clim"],
         diff_lim=p["diff_lim"],
         cell_px=p["cell_px"],
+        scaling=p.get("scaling"),
     )
 
 
@@ -387,12 +388,14 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
             diff_lim = max(r.stats[steps[i]]["probe_diff"] for r in runs for i in probe_idx) or 1e-6
         n = len(runs)
         budget_w = (max_px - PAD * (n - 1)) // n
-        # slice_panel: 18 px title per cell, 3 px padding, 4 rows x n_var columns
+        # slice_panel: title and colour bar per cell, 3 px padding, 4 rows x n_var columns
+        from .slices import BAR_H, TITLE_H, physical_ranges
+
         f = max(
             1,
             min(
                 (budget_w - 3 * (n_var + 1)) // (n_var * w),
-                ((FRAME_H - HEADER - 15) // 4 - 18) // h,
+                ((FRAME_H - HEADER - 15) // 4 - TITLE_H - BAR_H) // h,
             ),
         )
         for j in range(n_probe):
@@ -411,6 +414,7 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
                         "clim": clim,
                         "diff_lim": float(diff_lim),
                         "cell_px": f * max(h, w),
+                        "scaling": physical_ranges(runs[0].meta.get("scaling")),
                         "title": f"probe {j}",
                     },
                 )

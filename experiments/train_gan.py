@@ -36,7 +36,7 @@ from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
 from diagnostics.skill import log_skill, predict, summary_dict
-from diagnostics.slices import slice_panel, take_slices
+from diagnostics.slices import physical_ranges, slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.spectra import log_spectra
 from diagnostics.weight_images import WeightImages
@@ -649,7 +649,13 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
             for i in range(len(probe_x)):
                 img = slice_panel(
-                    s["input_up"][i], s["fake"][i], s["truth"][i], variables, radii[i], clim
+                    s["input_up"][i],
+                    s["fake"][i],
+                    s["truth"][i],
+                    variables,
+                    radii[i],
+                    clim,
+                    scaling=physical_ranges(scaler.to_dict()),
                 )
                 writer.image(f"slices/G/probe{i}", img, step)
 
@@ -693,6 +699,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         status, exit_code = "preempted", common.EXIT_PREEMPTED
     try:
         with diag:
+            if start == 0:  # a step-0 frame: every video starts from the untrained model
+                with writer.cost("snapshots"):
+                    snapshot(0)
             for step in range(start + 1, n_steps + 1 if not early else start + 1):
                 G.train()
                 D.train()

@@ -20,3 +20,35 @@ def test_with_colorbar_keeps_the_image_and_pads_narrow_ones():
     assert out.shape[1] == 60  # a readable bar is at least 60 px wide
     assert (out[:4, :10] == img).all()
     assert (out[:4, 10:] == 255).all()
+
+
+def test_fit_label_above_shrinks_a_long_name_instead_of_cutting_it():
+    from diagnostics.render import fit_label_above
+
+    img = np.zeros((10, 120, 3), np.uint8)
+    name = "v=temperature anomaly relative to the reference geotherm"
+    out = fit_label_above(img, f"input\n{name}", height=30, size=12)
+    assert out.shape == (40, 120, 3)
+    strip = out[:30].min(axis=2) < 128  # dark text pixels
+    line2 = strip[15:]
+    cols = np.flatnonzero(line2.any(axis=0))
+    # the whole line is drawn: ink starts at the left margin and ends before the right edge
+    assert cols.min() <= 4 and cols.max() < 118
+    assert not line2[:, 118:].any()
+
+
+def test_slice_panel_colour_bar_reads_in_physical_units():
+    from diagnostics.render import CMAPS, colormap_lut
+    from diagnostics.slices import BAR_H, TITLE_H, physical_ranges, slice_panel
+
+    scaling = physical_ranges({"variables": ["t"], "vmin": [300.0], "vmax": [3800.0]})
+    assert scaling == {"t": (300.0, 3800.0)}
+    x = np.full((1, 4, 4), 0.5, np.float32)
+    panel = slice_panel(x, x, x, ["t"], 4928.0, {"t": (0.0, 1.0)}, cell_px=64, scaling=scaling)
+    # 4 rows of (title + 64 px picture + bar) with 3 px padding; 64 px wide plus padding
+    assert panel.shape == (4 * (TITLE_H + 64 + BAR_H) + 5 * 3, 64 + 2 * 3, 3)
+    # the bar under the first picture runs from the colormap's first to its last colour
+    y = 3 + TITLE_H + 64 + 5
+    lut = colormap_lut(CMAPS["field"])
+    assert np.abs(panel[y, 3 + 4].astype(int) - lut[0]).max() <= 12
+    assert np.abs(panel[y, 3 + 59].astype(int) - lut[-1]).max() <= 12

@@ -95,8 +95,8 @@ def test_events_scalars_and_slice_images(cache_dir, tmp_path):
     imgs = acc.Images("slices/G/probe1")
     assert [e.step for e in imgs] == [2, 4]
     # 4 columns (variables) of 224 px cells (8 px crop x 28) with 3 px gaps; 4 rows
-    # (input, generated, truth, difference) each with an 18 px title strip
-    assert (imgs[0].width, imgs[0].height) == (4 * (224 + 3) + 3, 4 * (224 + 18 + 3) + 3)
+    # (input, generated, truth, difference) each with a 42 px title strip and a 34 px colour bar
+    assert (imgs[0].width, imgs[0].height) == (4 * (224 + 3) + 3, 4 * (224 + 42 + 34 + 3) + 3)
 
 
 def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
@@ -105,10 +105,10 @@ def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
     train(cfg, tmp_path)
     from diagnostics.snapshots import list_snapshots, load_snapshot
 
+    assert [s for s, _ in list_snapshots(tmp_path)] == [0, 2, 4]  # step 0: the untrained model
     snaps = [load_snapshot(p) for _, p in list_snapshots(tmp_path)]
-    assert len(snaps) == 2
-    assert (snaps[0]["probe/truth"] == snaps[1]["probe/truth"]).all()
-    assert not (snaps[0]["weights/G/proj.weight"] == snaps[1]["weights/G/proj.weight"]).all()
+    assert all((s["probe/truth"] == snaps[0]["probe/truth"]).all() for s in snaps)
+    assert not (snaps[0]["weights/G/proj.weight"] == snaps[2]["weights/G/proj.weight"]).all()
 
 
 def test_checkpoint_resume_continues(cache_dir, tmp_path):

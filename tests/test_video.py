@@ -149,13 +149,14 @@ def test_gan_run_videos_frames_sizes_and_colours(tmp_path):
     assert close(v[1, HEADER + 12, 12], RDBU[255])
     assert close(v[1, HEADER + 28, 12], (160, 160, 160))
 
-    # slices: cell 6 x 8 scaled by f = min((96 - 9) // 16, ...) = 5 -> 30 x 40 under an 18 px title,
-    # 3 px padding; panel 4 * 48 + 15 = 207 high, 2 * 40 + 9 = 89 wide -> even: 248 x 90
+    # slices: cell 6 x 8 scaled by f = min((96 - 9) // 16, ...) = 5 -> 30 x 40 under a 42 px title,
+    # over a 34 px colour bar whose 60 px minimum width pads the cell to 60 wide; 3 px padding;
+    # panel 4 * 106 + 15 = 439 high (+ header 40 = 479), 2 * 60 + 9 = 129 wide -> even: 480 x 130
     v = decode(written["slices_p0"])
-    assert v.shape == (3, 248, 90, 3)
+    assert v.shape == (3, 480, 130, 3)
 
     def cell(row, col):
-        return HEADER + 3 + row * 51 + 18 + 15, 3 + col * 43 + 20
+        return HEADER + 3 + row * 109 + 42 + 15, 3 + col * 63 + 20
 
     for k in range(3):
         assert close(v[k][cell(2, 0)], INFERNO[255])  # truth temperature at clim max
