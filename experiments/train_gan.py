@@ -384,6 +384,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
         run_dir if info.is_main else None,
         total_steps=int(cfg.train.steps),
     )
+    if found is not None and "health" in found[1]:
+        monitor.load_state_dict(found[1]["health"])
 
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -430,6 +432,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict:
             "data": stream.state(),
             "rng": rngs,
             "step": step,
+            "health": monitor.state_dict(),
         }
         common.save_checkpoint(
             run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
