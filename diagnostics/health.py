@@ -555,6 +555,28 @@ class HealthMonitor:
             if self.writer is not None:
                 self.writer.text("health/alerts", text, step)
 
+    def state_dict(self) -> dict:
+        """Plain-container state for a checkpoint (loads with ``torch.load(weights_only=True)``)."""
+        return {
+            "alerts": [asdict(a) for a in self.alerts.values()],
+            "should_stop": self.should_stop,
+            "stop_reason": self.stop_reason,
+            "n_updates": self.n_updates,
+            "last_step": self.last_step,
+            "extra": {k: [list(p) for p in v] for k, v in self.extra.items()},
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict` so an alert's first step and the verdict survive a resume."""
+        self.alerts = {a["check"]: Alert(**a) for a in state.get("alerts", [])}
+        self.should_stop = bool(state.get("should_stop", False))
+        self.stop_reason = str(state.get("stop_reason", ""))
+        self.n_updates = int(state.get("n_updates", 0))
+        self.last_step = state.get("last_step")
+        self.extra = {
+            k: [(int(s), float(v)) for s, v in vals] for k, vals in state.get("extra", {}).items()
+        }
+
     def summary(self) -> dict:
         """The content of health.json."""
         return {

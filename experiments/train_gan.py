@@ -521,6 +521,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         run_dir if info.is_main else None,
         total_steps=int(cfg.train.steps),
     )
+    if found is not None and "health" in found[1]:
+        monitor.load_state_dict(found[1]["health"])
 
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -576,6 +578,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 "meter": common.accumulator_state(meter, "sums", "counts"),
                 "balance": common.accumulator_state(balance, "_sums", "_counts"),
             },
+            "health": monitor.state_dict(),
         }
         if G_ema is not None:
             state["G_ema"] = G_ema.state_dict()
