@@ -78,7 +78,10 @@ def weight_to_2d(w, max_cols: int = 1920, max_rows: int = 1880) -> np.ndarray:
     """:func:`weight_image`, folded to fit: wider than ``max_cols`` -> chunks of ``max_cols``
     columns stacked top to bottom one NaN row apart; taller than ``max_rows`` -> chunks side by
     side. So Brohan's (32, 16380) encoder keeps one pixel per weight within 1920 px."""
-    img = np.asarray(weight_image(w), dtype=np.float32)
+    return _fold_to_fit(np.asarray(weight_image(w), dtype=np.float32), max_cols, max_rows)
+
+
+def _fold_to_fit(img: np.ndarray, max_cols: int, max_rows: int) -> np.ndarray:
     if img.shape[1] > max_cols:
         img = _fold(img, max_cols)
     elif img.shape[0] > max_rows:
@@ -94,7 +97,10 @@ def fit_factor(shape: tuple[int, int], max_w: int, max_h: int) -> int:
 
 def weight_frame(w, lim: float, *, max_w: int = 1920, max_h: int = 1880) -> np.ndarray:
     """RGB (H, W, 3) of one tensor: ``CMAPS["weights"]`` over [-lim, lim], integer upscaled."""
-    img = weight_to_2d(w, max_cols=max_w, max_rows=max_h)
+    return _frame_2d(weight_to_2d(w, max_cols=max_w, max_rows=max_h), lim, max_w, max_h)
+
+
+def _frame_2d(img: np.ndarray, lim: float, max_w: int, max_h: int) -> np.ndarray:
     rgb = apply_cmap(img, -lim, lim, CMAPS["weights"], nan_rgb=GAP_RGB)
     return upscale_nearest(rgb, fit_factor(img.shape, max_w, max_h))
 
@@ -121,10 +127,11 @@ def titled_weight_image(
     w: np.ndarray, lim: float, title: str, note: str, *, max_px: int, label: str = "weight"
 ) -> np.ndarray:
     """:func:`weight_frame` with its colour bar below and two title lines above."""
-    rgb = weight_frame(w, lim, max_w=max_px, max_h=max_px)
-    full, shown = weight_image(w).shape, weight_to_2d(w, max_px, max_px).shape
-    if full != shown:
-        note += f"; folded from {full[0]}x{full[1]} px into {shown[0]}x{shown[1]}"
+    full = np.asarray(weight_image(w), dtype=np.float32)
+    shown = _fold_to_fit(full, max_px, max_px)  # the layout is computed once
+    if full.shape != shown.shape:
+        note += f"; folded from {full.shape[0]}x{full.shape[1]} px into {shown.shape[0]}x{shown.shape[1]}"
+    rgb = _frame_2d(shown, lim, max_px, max_px)
     if rgb.shape[1] < TITLE_MIN_W:
         pad = np.full((rgb.shape[0], TITLE_MIN_W, 3), 255, np.uint8)
         pad[:, : rgb.shape[1]] = rgb

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 GAN_CONF = ROOT / "conf" / "gan"
@@ -31,3 +32,12 @@ def gan_cfg(cache_dir: Path, *overrides: str, exp: str | None = "small") -> Dict
     ov = ([f"+exp={exp}"] if exp else []) + TINY + [f"data.cache_dir={cache_dir}", *overrides]
     with initialize_config_dir(config_dir=str(GAN_CONF), version_base="1.3"):
         return compose(config_name="train_gan", overrides=ov)
+
+
+def events(run_dir) -> EventAccumulator:
+    """A run's event file through TensorBoard's reader, keeping every record (size_guidance 0)."""
+    acc = EventAccumulator(
+        str(run_dir), size_guidance={k: 0 for k in ("scalars", "images", "histograms", "tensors")}
+    )
+    acc.Reload()
+    return acc

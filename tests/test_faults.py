@@ -17,22 +17,13 @@ import torch
 
 from experiments import common
 from tests.gan_helpers import ROOT, TINY
+from tests.test_train_autoencoder import SHORT
 
 pytestmark = pytest.mark.timeout(600)
 
 GAN = str(ROOT / "experiments" / "train_gan.py")
 AE = str(ROOT / "experiments" / "train_autoencoder.py")
-AE_SHORT = [
-    "+exp=small",
-    "train.n_epochs=2",
-    "train.steps_per_epoch=10",
-    "log.every=5",
-    "frames.every=10",
-    "checkpoint.every=10",
-    "diagnostics.every=10",
-    "diagnostics.record_every=5",
-    "embed.enabled=false",
-]
+AE_SHORT = ["+exp=small", *SHORT, "embed.enabled=false"]
 
 
 def cli(script, out_root, *overrides, timeout=300):

@@ -21,13 +21,6 @@ from tests.gan_helpers import GAN_CONF, ROOT, TINY, gan_cfg
 SCRIPT = str(ROOT / "experiments" / "train_gan.py")
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.getbasetemp().parent / "fieldscope-cache"
-    d.mkdir(exist_ok=True)
-    return d
-
-
 def _tensors(obj) -> list[torch.Tensor]:
     """Every tensor in a nested state dict, in a fixed order."""
     if isinstance(obj, torch.Tensor):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import wasserstein_distance
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnostics import skill
 from diagnostics.hooks import probe_mode
@@ -20,24 +19,9 @@ from experiments.evaluate_gan import evaluate, tile_starts, tile_windows
 from experiments.losses import content_loss
 from experiments.models.gan3d import Generator, ema_update, upsample
 from experiments.train_gan import build_models, load_data, train
-from tests.gan_helpers import ROOT, gan_cfg
+from tests.gan_helpers import ROOT, events, gan_cfg
 
 VARS = ["a", "b"]
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.getbasetemp().parent / "fieldscope-cache"
-    d.mkdir(exist_ok=True)
-    return d
-
-
-def events(run_dir) -> EventAccumulator:
-    acc = EventAccumulator(
-        str(run_dir), size_guidance={k: 0 for k in ("scalars", "images", "histograms", "tensors")}
-    )
-    acc.Reload()
-    return acc
 
 
 def _fields(seed: int = 0) -> torch.Tensor:

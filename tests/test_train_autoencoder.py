@@ -10,11 +10,11 @@ import pytest
 import torch
 import xarray as xr
 from hydra import compose, initialize_config_dir
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from diagnostics.snapshots import list_snapshots, load_snapshot, read_meta
 from experiments.data.climate import resolve_path
 from experiments.train_autoencoder import train
+from tests.gan_helpers import events
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "autoencoder"
 EXPS = sorted(p.stem for p in (CONF / "exp").glob("*.yaml"))
@@ -32,14 +32,6 @@ SHORT = [
 def make_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train_autoencoder", overrides=overrides)
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(
-        str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0}
-    )
-    acc.Reload()
-    return acc
 
 
 @pytest.mark.parametrize("exp", EXPS)

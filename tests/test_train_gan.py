@@ -11,29 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments import common
 from experiments.data import mantle
 from experiments.train_gan import train
-from tests.gan_helpers import GAN_CONF, ROOT, gan_cfg
+from tests.gan_helpers import GAN_CONF, ROOT, events, gan_cfg
 
 EXPS = sorted(p.stem for p in (GAN_CONF / "exp").glob("*.yaml"))
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.getbasetemp().parent / "fieldscope-cache"
-    d.mkdir(exist_ok=True)
-    return d
-
-
-def events(run_dir) -> EventAccumulator:
-    acc = EventAccumulator(
-        str(run_dir), size_guidance={k: 0 for k in ("scalars", "images", "histograms", "tensors")}
-    )
-    acc.Reload()
-    return acc
 
 
 def acc_text(run_dir, tag: str) -> str:
