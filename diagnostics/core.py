@@ -60,6 +60,7 @@ def plain(cfg) -> dict:
 
 # One default write period, the one conf/diagnostics/default.yaml states.
 DEFAULT_EVERY = 50
+COUNT_SUFFIXES = ("/nan_count", "/inf_count")  # written to TensorBoard once non-zero
 
 # Valid config keys per section; anything else is a typo and an error (``evry`` is not ignored).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
@@ -227,6 +228,7 @@ class Diagnostics:
         self.writer = writer
         self.models = {k: unwrap(m) for k, m in models.items()}
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._counts_seen: set[str] = set()
         self.write_seconds: dict[str, float] = defaultdict(float)
         self.n_writes = 0
         self._entered = False
@@ -373,8 +375,19 @@ class Diagnostics:
     def _scalars(self, scalars: dict[str, float], step: int, writer) -> None:
         for tag, v in scalars.items():
             self.history[tag].append((step, float(v)))
+            if tag.endswith(COUNT_SUFFIXES) and v:
+                self._counts_seen.add(tag)
         if writer is not None:
-            writer.scalars(scalars, step)
+            # NaN/Inf counts become charts only from their first non-zero value on: a hundred
+            # flat-zero charts bury the ones that matter (the history keeps every value)
+            writer.scalars(
+                {
+                    t: v
+                    for t, v in scalars.items()
+                    if not t.endswith(COUNT_SUFFIXES) or t in self._counts_seen
+                },
+                step,
+            )
 
     # ---------------------------------------------------------------------------------- output
     def summary(self) -> str:
