@@ -237,8 +237,9 @@ class ActivationStats:
                     chart = dead_chart(
                         dh.mean()[0],
                         dh.steps,
-                        title=f"{tag} dead fraction (share of outputs in the lowest "
-                        f"{self.dead_bins} bin{'s' * (self.dead_bins > 1)})",
+                        title=f"{tag} dead fraction: share of outputs with "
+                        f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
+                        f"{edges[min(self.dead_bins, len(edges) - 1)]:.3g}",
                     )
                     writer.image(f"{tag}/dead_chart", chart, step)
 

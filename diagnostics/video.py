@@ -490,7 +490,7 @@ def _plan_small(runs, steps, paths, labels, keys, shapes, max_px) -> Job:
     nrows = -(-len(keys) // ncols)
     budget_w = (max_px - PAD * (n - 1)) // n
     plot_w = max(60, min(480, (budget_w - 3) // ncols - AX_LEFT - AX_RIGHT - 3))
-    plot_h = max(40, min(240, (FRAME_H - HEADER) // nrows - AX_TITLE - AX_BOTTOM - 3))
+    plot_h = max(40, min(240, (FRAME_H - HEADER - 3) // nrows - AX_TITLE - AX_BOTTOM - 3))
     return Job(
         "weights_small",
         "small",
@@ -603,6 +603,11 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
         vmax = {layer: float(max(np.log1p(c[layer]).max() for c in counts)) for layer in layers}
         nb = max(c[layer].shape[1] for c in counts for layer in layers)
         ncols = int(np.ceil(np.sqrt(len(layers))))
+        nrows = -(-len(layers) // ncols)
+        from .render import AX_BOTTOM, AX_TITLE
+
+        # a cell is title + plot + x axis + colour bar (34) + 3 px padding; all rows fit FRAME_H
+        fit_h = (FRAME_H - HEADER - 3) // nrows - AX_TITLE - AX_BOTTOM - 34 - 3
         jobs.append(
             Job(
                 "act_colordim",
@@ -616,7 +621,7 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
                     "counts": counts,
                     "vmax": vmax,
                     "panel_w": max(len(steps), min(480, (max_px // len(runs)) // ncols - 76)),
-                    "panel_h": max(nb, 160),
+                    "panel_h": max(nb, min(160, fit_h)),
                     "edges": list(runs[0].meta.get("act_edges") or []),
                     "value_label": VALUE_LABELS.get(str(runs[0].meta.get("act_transform", "abs"))),
                     "ncols": ncols,

@@ -243,6 +243,82 @@ class Writer:
             metadata_header=metadata_header,
         )
 
+    def custom_scalars(self, layout: Mapping[str, Mapping[str, list]]) -> None:
+        """The Custom Scalars dashboard layout: ``{category: {chart: ["Multiline", [regex, ...]]}}``
+        (``"Margin"`` charts take [value, lower, upper] tags). Categories show in the given order."""
+        if not self.is_writer:
+            return
+        self._tb.add_custom_scalars({k: dict(v) for k, v in layout.items()})
+
+    def hparams(self, hparams: Mapping[str, object], metrics: list[str]) -> None:
+        """HParams records in this run's own event file: the run's configuration (``hparams``,
+        values bool, number or str; anything else as its str) and the scalar tags whose last
+        values the HParams tab shows as metrics. (``SummaryWriter.add_hparams`` would make a
+        second run in a sub-directory.) :meth:`hparams_end` marks the session finished."""
+        if not self.is_writer:
+            return
+        from google.protobuf import struct_pb2
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        values, infos = {}, []
+        for k, v in hparams.items():
+            if isinstance(v, bool):
+                values[str(k)] = struct_pb2.Value(bool_value=v)
+                kind = api_pb2.DATA_TYPE_BOOL
+            elif isinstance(v, int | float):
+                values[str(k)] = struct_pb2.Value(number_value=float(v))
+                kind = api_pb2.DATA_TYPE_FLOAT64
+            else:
+                values[str(k)] = struct_pb2.Value(string_value=str(v))
+                kind = api_pb2.DATA_TYPE_STRING
+            infos.append(api_pb2.HParamInfo(name=str(k), type=kind))
+        experiment = api_pb2.Experiment(
+            hparam_infos=infos,
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics],
+        )
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for k, v in values.items():
+            start.hparams[k].CopyFrom(v)
+        self._hparams_record(
+            "_hparams_/experiment", plugin_data_pb2.HParamsPluginData(experiment=experiment)
+        )
+        self._hparams_record(
+            "_hparams_/session_start_info",
+            plugin_data_pb2.HParamsPluginData(session_start_info=start),
+        )
+
+    def hparams_end(self, status: str = "success") -> None:
+        """Close the HParams session: ``success``, ``failure``, ``running`` or ``unknown``."""
+        if not self.is_writer:
+            return
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        code = {
+            "success": api_pb2.STATUS_SUCCESS,
+            "failure": api_pb2.STATUS_FAILURE,
+            "running": api_pb2.STATUS_RUNNING,
+        }.get(status, api_pb2.STATUS_UNKNOWN)
+        end = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
+        self._hparams_record(
+            "_hparams_/session_end_info", plugin_data_pb2.HParamsPluginData(session_end_info=end)
+        )
+
+    def _hparams_record(self, tag: str, data) -> None:
+        # the layout of tensorboard.plugins.hparams.summary (which needs TensorFlow): plugin
+        # metadata holding the record, on an empty string tensor
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.types_pb2 import DT_STRING
+        from tensorboard.plugins.hparams import metadata
+
+        data.version = metadata.PLUGIN_DATA_VERSION
+        meta = metadata.create_summary_metadata(data)
+        tensor = TensorProto(dtype=DT_STRING, string_val=[b""])
+        tensor.tensor_shape.SetInParent()
+        self._tb._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)])
+        )
+
     def flush(self) -> None:
         """Write pending events to disk."""
         if self._tb is not None:

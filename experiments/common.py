@@ -289,6 +289,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("safe_name", _refusing(safe_run_name), replace=True)
     OmegaConf.register_new_resolver("run_dir", _refusing(cli_run_dir), replace=True)
     OmegaConf.register_new_resolver("safe_subdir", _refusing(safe_subdir), replace=True)
+    OmegaConf.register_new_resolver("run_label", run_label, replace=True)
 
 
 def _refusing(fn: Callable) -> Callable:
@@ -327,6 +328,25 @@ def safe_run_name(name: str) -> str:
             f"out_root" + (f". For example: run_name={hint}" if hint and ".." not in hint else "")
         )
     return raw
+
+
+def run_label(override_dirname, stamp) -> str:
+    """The default run name: the run's overrides as Hydra's ``override_dirname`` lists them,
+    made one safe path component, then the start time: ``exp=small_train.lr_g=3e-4_<stamp>``.
+
+    So runs that differ by an override are told apart by name (TensorBoard's run list, the video
+    labels); a run without overrides is named by its time alone. ``+`` is dropped, ``,`` becomes
+    ``_`` and any character :func:`safe_run_name` refuses becomes ``-``; beyond 120 characters the
+    label is cut and an 8-digit hash of the whole keeps names apart."""
+    import hashlib
+
+    raw = str(override_dirname or "")
+    s = ",".join(part.lstrip("+~") for part in raw.split(",") if part.strip("+~"))
+    s = re.sub(r"[^A-Za-z0-9._=-]+", "-", s.replace(",", "_")).strip("-.")
+    s = s.replace("..", "-")
+    if len(s) > 120:
+        s = s[:120].rstrip("-._") + "-" + hashlib.sha1(raw.encode()).hexdigest()[:8]
+    return f"{s}_{stamp}" if s else str(stamp)
 
 
 def safe_subdir(override_dirname: str) -> str:
@@ -749,3 +769,16 @@ def open_run(
     if is_main:
         atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
     return cfg, run_dir, lock
+
+
+def tensorboard_layout(writer, cfg, models, *, gan: bool, metrics, start: int) -> None:
+    """Custom Scalars layout and HParams records (config + the metrics' tags) of a new run;
+    a resumed run has them from its first start."""
+    from diagnostics.layout import flat_hparams, scalar_layout
+
+    if start:
+        return
+    writer.custom_scalars(scalar_layout(list(models), gan=gan))
+    hp = flat_hparams(cfg)
+    hp["run_name"] = str(writer.log_dir.name)
+    writer.hparams(hp, list(metrics))

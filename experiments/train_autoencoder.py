@@ -35,6 +35,7 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
+from diagnostics.layout import AE_METRICS
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame
@@ -213,6 +214,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         },
     }
     writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    common.tensorboard_layout(writer, cfg, ["AE"], gan=False, metrics=AE_METRICS, start=start)
     weight_imgs = (
         WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
         if cfg.frames.weight_images
@@ -402,6 +404,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         pbar.close()
         verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
+        writer.hparams_end("success" if status == "completed" else "failure")
         if diag is not None:
             log.info("diagnostics: %s", diag.summary())
         log.info("diagnostics cost:\n%s", writer.cost_report())

@@ -35,6 +35,7 @@ from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
+from diagnostics.layout import GAN_METRICS
 from diagnostics.skill import log_skill, predict, summary_dict
 from diagnostics.slices import physical_ranges, slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
@@ -480,6 +481,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     last_skill: dict = {}  # min-max scaled: [0, 1] over the training set
 
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
+    common.tensorboard_layout(writer, cfg, ["G", "D"], gan=True, metrics=GAN_METRICS, start=start)
     diag = Diagnostics(
         {"G": G, "D": D}, {"G": opt_g, "D": opt_d}, writer, cfg.diagnostics, start_step=start + 1
     )
@@ -811,6 +813,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         pbar.close()
         verdict = monitor.finish(step)
         writer.text("run/status", f"{status} at step {step}", step)
+        writer.hparams_end("success" if status == "completed" else "failure")
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
         distributed.cleanup(info)
