@@ -230,18 +230,70 @@ class Writer:
         step: int = 0,
         tag: str = "default",
         metadata_header=None,
+        keep: int = 3,
     ) -> None:
-        """Projector export (tensor, metadata, sprite and config under ``log_dir/<step>/<tag>``)."""
+        """Projector export: ``log_dir/projector/<tag>_<step>/`` holds ``tensors.tsv``,
+        ``metadata.tsv`` and ``sprite.png``; ``log_dir/projector_config.pbtxt`` lists the newest
+        ``keep`` exports per tag, newest first (the projector opens the first), with their shapes.
+
+        TensorBoard's projector reads every listed tensor before its tab appears, so a long run's
+        hundred exports would delay it; older exports stay on disk (and in ``embeddings/*.nc``).
+        ``SummaryWriter.add_embedding`` put each under ``<step>/<tag with %2f>/`` and listed all.
+        """
         if not self.is_writer:
             return
-        self._tb.add_embedding(
-            mat,
-            metadata=metadata,
-            label_img=label_img,
-            global_step=step,
-            tag=tag,
-            metadata_header=metadata_header,
+        from google.protobuf import text_format
+        from PIL import Image
+        from tensorboard.plugins.projector import projector_config_pb2
+
+        # mat: (n, d); label_img: (n, 3, s, s) floats in [0, 1]
+        x = np.asarray(mat.detach().cpu() if isinstance(mat, torch.Tensor) else mat, np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"embedding {tag!r}: expected (n, d), got {x.shape}")
+        name = f"{tag.replace('/', '_')}_{int(step):08d}"
+        d = self.log_dir / "projector" / name
+        d.mkdir(parents=True, exist_ok=True)
+        np.savetxt(d / "tensors.tsv", x, delimiter="\t", fmt="%.6g")
+        rel = f"projector/{name}"
+        emb = projector_config_pb2.EmbeddingInfo(
+            tensor_name=f"{tag}:{int(step):08d}", tensor_path=f"{rel}/tensors.tsv"
         )
+        emb.tensor_shape.extend(list(x.shape))
+        if metadata is not None:
+            rows = [metadata_header] if metadata_header else []
+            rows += [r if isinstance(r, list | tuple) else [r] for r in metadata]
+            lines = ["\t".join(str(c).replace("\t", " ") for c in r) for r in rows]
+            (d / "metadata.tsv").write_text("\n".join(lines) + "\n")
+            emb.metadata_path = f"{rel}/metadata.tsv"
+        if label_img is not None:
+            im = (
+                label_img.detach().cpu().numpy()
+                if isinstance(label_img, torch.Tensor)
+                else label_img
+            )
+            im = np.asarray(im, np.float32)  # (n, 3, s, s)
+            n, _, side, _ = im.shape
+            k = int(np.ceil(np.sqrt(n)))
+            sheet = np.zeros((k * side, k * side, 3), np.uint8)
+            for i in range(n):
+                r, c = divmod(i, k)
+                tile = np.clip(im[i].transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
+                sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = tile
+            Image.fromarray(sheet).save(d / "sprite.png")
+            emb.sprite.image_path = f"{rel}/sprite.png"
+            emb.sprite.single_image_dim.extend([side, side])
+        cfg_path = self.log_dir / "projector_config.pbtxt"
+        config = projector_config_pb2.ProjectorConfig()
+        if cfg_path.is_file():
+            text_format.Parse(cfg_path.read_text(), config)
+        kept = [e for e in config.embeddings if e.tensor_name != emb.tensor_name]
+        same = [e for e in kept if e.tensor_name.rsplit(":", 1)[0] == tag][: max(keep - 1, 0)]
+        other = [e for e in kept if e.tensor_name.rsplit(":", 1)[0] != tag]
+        new = projector_config_pb2.ProjectorConfig()
+        new.embeddings.extend([emb, *same, *other])
+        tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+        tmp.write_text(text_format.MessageToString(new))
+        os.replace(tmp, cfg_path)
 
     def custom_scalars(self, layout: Mapping[str, Mapping[str, list]]) -> None:
         """The Custom Scalars dashboard layout: ``{category: {chart: ["Multiline", [regex, ...]]}}``
