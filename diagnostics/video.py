@@ -46,6 +46,7 @@ and a re-run skips those that are up to date. Frames render in ``--jobs`` worker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import multiprocessing as mp
@@ -414,18 +415,13 @@ def plan_jobs(
     big = [k for k in weight_keys if picture_worthy(shapes[k])]
     small = [k for k in weight_keys if not picture_worthy(shapes[k])]
     if max_weight_videos is not None and len(big) > max_weight_videos:
-        keep = (
-            sorted({int(round(x)) for x in np.linspace(0, len(big) - 1, max_weight_videos)})
-            if max_weight_videos > 0
-            else []
-        )
+        n_all = len(big)
+        big = _evenly_per_model(big, max_weight_videos)
         print(
-            f"note: {len(keep)} of {len(big)} weight videos (evenly over the tensors: "
-            f"{', '.join(big[i].removeprefix('weights/') for i in keep)}); --all-weights "
-            f"(make video ALL=1) renders every one",
+            f"note: {len(big)} of {n_all} weight videos (evenly over each model's tensors); "
+            "--all-weights (make video ALL=1) renders every one",
             file=sys.stderr,
         )
-        big = [big[i] for i in keep]
     for key in big:
         # a tensor missing from some snapshot (e.g. logged late) gets a video over the steps holding it
         idx = [i for i, s in enumerate(steps) if all(key in r.stats[s]["weights"] for r in runs)]
@@ -464,6 +460,27 @@ def plan_jobs(
     elif kinds == {"autoencoder"}:
         jobs += _plan_summary(runs, steps, paths, labels)
     return jobs
+
+
+def _evenly_per_model(keys: list[str], cap: int) -> list[str]:
+    """At most ``cap`` of ``weights/<model>/...`` keys: the cap shared out over the models as
+    evenly as their counts allow, each model's share spread evenly over its tensors (first and
+    last included), name order kept."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.split("/")[1], []).append(k)
+    share = dict.fromkeys(groups, 0)
+    left = cap
+    while left > 0 and any(share[m] < len(g) for m, g in groups.items()):
+        for m, g in groups.items():
+            if left and share[m] < len(g):
+                share[m] += 1
+                left -= 1
+    picked = set()
+    for m, g in groups.items():
+        if share[m]:
+            picked |= {g[int(round(x))] for x in np.linspace(0, len(g) - 1, share[m])}
+    return [k for k in keys if k in picked]
 
 
 def _plan_small(runs, steps, paths, labels, keys, shapes, max_px) -> Job:
@@ -784,13 +801,37 @@ def mp_context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Under ``python -m diagnostics.video``, workers do not re-run this module as their
+    ``__mp_main__``: that re-import printed a runpy RuntimeWarning per worker and pool (64 with
+    ``--jobs 2``) and cost a second import. Jobs pickle as ``diagnostics.video.Job`` (the
+    ``__main__`` block calls the imported module), so workers need nothing from ``__main__``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or getattr(spec, "name", None) != __name__:
+        yield
+        return
+    path = main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
+
+
 def iter_frames(job: Job, jobs: int = 1) -> Iterator[np.ndarray]:
     """Frames of ``job`` in order, rendered in ``jobs`` worker processes (in this process when 1)."""
     if jobs <= 1:
         for i in range(len(job.steps)):
             yield job.render(i)
         return
-    with mp_context().Pool(jobs, initializer=_init_worker, initargs=(job,)) as pool:
+    with (
+        _main_not_reimported(),
+        mp_context().Pool(jobs, initializer=_init_worker, initargs=(job,)) as pool,
+    ):
         yield from pool.imap(_render_task, range(len(job.steps)), chunksize=1)
 
 
@@ -798,7 +839,10 @@ def scan_runs(runs: Sequence[Run], jobs: int = 1) -> None:
     """Fill each run's ``stats`` from its snapshots; unreadable ones are reported and dropped."""
     tasks = [p for r in runs for p in r.snapshots.values()]
     if jobs > 1 and len(tasks) > 1:
-        with mp_context().Pool(jobs, initializer=_init_worker, initargs=(None,)) as pool:
+        with (
+            _main_not_reimported(),
+            mp_context().Pool(jobs, initializer=_init_worker, initargs=(None,)) as pool,
+        ):
             results = pool.map(_scan_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs)))
     else:
         results = [_scan_task(p) for p in tasks]
@@ -1044,4 +1088,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so that jobs pickle as diagnostics.video.Job
+    from diagnostics.video import main as _main
+
+    sys.exit(_main())

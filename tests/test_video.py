@@ -412,6 +412,17 @@ def test_weight_videos_capped_by_default_all_on_request(tmp_path, capsys):
     want = sorted(f"weights_G_l{k:02d}.weight" for k in (0, 2, 3, 5, 6, 8, 9, 11))
     assert names == want
     assert "8 of 12 weight videos" in capsys.readouterr().err
+    # two models: the cap is shared, 4 and 4, spread over each model's tensors
+    from diagnostics.video import _evenly_per_model
+
+    keys = [f"weights/D/d{k}" for k in range(10)] + [f"weights/G/g{k}" for k in range(3)]
+    assert _evenly_per_model(keys, 5) == [
+        "weights/D/d0",
+        "weights/D/d4",
+        "weights/D/d9",
+        "weights/G/g0",
+        "weights/G/g2",
+    ]
     assert main([str(run), "--no-progress", "--all-weights", "--min-seconds", "0"]) == 0
     assert len(list((run / "videos").glob("weights_G_*.mp4"))) == 12
 
@@ -434,3 +445,24 @@ def test_make_video_all_passes_all_weights():
         check=True,
     ).stdout
     assert "--all-weights" not in out
+
+
+def test_module_cli_with_two_jobs_prints_no_warnings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = make_gan_run(tmp_path, "a", [0, 10, 20])
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "diagnostics.video", str(run), "--jobs", "2", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    # runpy's "found in sys.modules" RuntimeWarning came once per worker and pool
+    assert "Warning" not in out.stderr, out.stderr
+    assert len(out.stdout.split()) == 4  # the four videos written
