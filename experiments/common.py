@@ -289,7 +289,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("safe_name", _refusing(safe_run_name), replace=True)
     OmegaConf.register_new_resolver("run_dir", _refusing(cli_run_dir), replace=True)
     OmegaConf.register_new_resolver("safe_subdir", _refusing(safe_subdir), replace=True)
-    OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+    OmegaConf.register_new_resolver("run_label", _run_label_resolver, replace=True)
 
 
 def _refusing(fn: Callable) -> Callable:
@@ -328,6 +328,18 @@ def safe_run_name(name: str) -> str:
             f"out_root" + (f". For example: run_name={hint}" if hint and ".." not in hint else "")
         )
     return raw
+
+
+def _run_label_resolver(stamp) -> str:
+    """``${run_label:<stamp>}``: :func:`run_label` of this Hydra job's overrides (none when the
+    config is composed outside a Hydra app, e.g. with the compose API in tests)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().job.override_dirname
+    except (ImportError, ValueError):
+        overrides = ""
+    return run_label(overrides, stamp)
 
 
 def run_label(override_dirname, stamp) -> str:
