@@ -651,6 +651,8 @@ def check_seed(seed) -> None:
 def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
     """``summary.json`` written atomically: after any stop it says how the run ended."""
     atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / "summary.json")
+    at = f" at step {summary['step']}" if summary.get("step") is not None else ""
+    log.info("%s%s; run directory: %s", summary.get("status", "ended"), at, Path(run_dir).resolve())
 
 
 def accumulator_state(obj, *names: str) -> dict:
@@ -780,7 +782,22 @@ def open_run(
         cfg = resume_config(cfg, run_dir, mutable=mutable, overrides=overrides)
     if is_main:
         atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
+        log.info("run directory: %s", run_dir.resolve())
     return cfg, run_dir, lock
+
+
+CONSOLE_EXTRA = ("gan/gap",)  # besides the losses, on the console line of a log step
+
+
+def console_line(step: int, values: Mapping[str, float], rate: float) -> str:
+    """A short console line for a log step: the losses (and ``CONSOLE_EXTRA``), 4 digits each;
+    every other scalar is in TensorBoard."""
+    shown = [
+        f"{k}={float(v):.4g}"
+        for k, v in values.items()
+        if k.startswith("loss/") or k in CONSOLE_EXTRA
+    ]
+    return f"step {step} {' '.join(shown)} ({rate:.2f} steps/s)"
 
 
 def tensorboard_layout(writer, cfg, models, *, gan: bool, metrics, start: int) -> None:

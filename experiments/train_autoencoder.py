@@ -360,6 +360,14 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                             },
                             step,
                         )
+                    log.info(
+                        "%s",
+                        common.console_line(
+                            step,
+                            {"loss/AE/train": float(loss_sum / n_sum)},
+                            (step - start) / (time.perf_counter() - t0),
+                        ),
+                    )
                     loss_sum, n_sum = torch.zeros((), device=device), 0
                     with writer.cost("health"):
                         monitor.update(step, diag.history if diag is not None else {})

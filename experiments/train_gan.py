@@ -776,12 +776,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     pbar.set_postfix(
                         {k[5:]: f"{v:.3g}" for k, v in vals.items() if k.startswith("loss/")}
                     )
-                    log.info(
-                        "step %d %s (%.2f steps/s)",
-                        step,
-                        " ".join(f"{k}={v:.4g}" for k, v in vals.items()),
-                        rate,
-                    )
+                    log.info("%s", common.console_line(step, vals, rate))
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
                 stop = distributed.any_rank_true(preempt.requested, info)
@@ -834,7 +829,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     }
     if info.is_main:
         common.write_summary(run_dir, summary)
-    log.info("done: %s", summary)
+    log.info("done: %s", {k: summary[k] for k in ("status", "step", "steps_per_s")})
     return summary
 
 

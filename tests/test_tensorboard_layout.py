@@ -109,3 +109,12 @@ def test_long_override_lists_are_cut_with_a_hash():
     a = run_label(",".join(f"k{i}=v{i}" for i in range(60)), "T")
     b = run_label(",".join(f"k{i}=v{i}" for i in range(61)), "T")
     assert len(a) <= 120 + 1 + 8 + 2 and a != b
+
+
+def test_console_line_keeps_losses_and_the_gap_only():
+    from experiments.common import console_line
+
+    vals = {"loss/D": -3.6281, "loss/G": 11.75, "gan/gap": 4.775, "gan/score_real": -2.6}
+    vals |= {f"gan/other{k}": 1.0 for k in range(20)}
+    line = console_line(40, vals, 0.72)
+    assert line == "step 40 loss/D=-3.628 loss/G=11.75 gan/gap=4.775 (0.72 steps/s)"
