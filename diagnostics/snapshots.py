@@ -144,6 +144,7 @@ def resolve_run_dir(value: str | os.PathLike | None = None) -> Path:
         if cand.is_dir():
             return cand
     raise FileNotFoundError(
-        f"RUN={raw!r} is not a directory; looked for it at: " + ", ".join(map(str, tried[:4]))
+        f"RUN={raw!r} is not a directory; looked for it at: "
+        + ", ".join(map(str, tried[:4]))
         + (f" and {len(tried) - 4} parent directories" if len(tried) > 4 else "")
     )
