@@ -74,6 +74,7 @@ from .render import colorbar, fit_label_above, lines_panel, pad_even, tile
 from .weight_images import (  # noqa: F401 - re-exported
     GAP_RGB,
     fit_factor,
+    layout_note,
     picture_worthy,
     weight_frame,
     weight_image,
@@ -458,7 +459,8 @@ def plan_jobs(
                     "per_frame": per_frame,
                     "max_px": max_px,
                     "max_h": max(1, max_px - HEADER - BAR),
-                    "title": f"{key.removeprefix('weights/')} {shapes[key]}, scale {scale}{fold}",
+                    "title": f"{key.removeprefix('weights/')} {shapes[key]}, scale {scale}; "
+                    f"{layout_note(shapes[key])}{fold}",
                 },
             )
         )
