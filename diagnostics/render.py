@@ -331,9 +331,19 @@ def axes_panel(
     return fit_label_above(out, title, height=AX_TITLE, size=12, fill=fill)
 
 
-def _step_ticks(steps, n_cols: int, col_px: int) -> list[tuple[int, str]]:
+def _columns(n: int, plot_w: int) -> np.ndarray:
+    """Source column of each of the max(plot_w, n) pixel columns: n columns stretched over the
+    plot width (widths differ by at most one pixel), or one pixel each when n > plot_w."""
+    w = max(int(plot_w), n, 1)
+    return (np.arange(w) * n) // w
+
+
+def _step_ticks(steps, n_cols: int, width: int) -> list[tuple[int, str]]:
     steps = list(steps)
-    return [(i * col_px + col_px // 2, str(int(steps[i]))) for i in _ticks(min(n_cols, len(steps)))]
+    return [
+        (int((i + 0.5) * width / n_cols), str(int(steps[i])))
+        for i in _ticks(min(n_cols, len(steps)))
+    ]
 
 
 def colorful_panel(
@@ -355,7 +365,8 @@ def colorful_panel(
     Rows are labelled with bin edges (``edges``, n_bins + 1 values, of ``value_label``), columns
     with their steps; a colour bar gives log1p(count) from 0 to ``vmax`` (default: the maximum).
     NaN columns (writes still to come, in a video) are drawn ``gap_rgb``. Each row is
-    ``plot_h // rows`` px high and each column ``max(1, plot_w // n_cols)`` px wide."""
+    ``plot_h // rows`` px high; the columns fill ``plot_w`` px (widths differ by at most 1 px),
+    one pixel each when there are more."""
     # cols: (n_bins + 2, n_cols) counts
     cols = np.asarray(cols, dtype=np.float64)
     edges = np.asarray(edges, dtype=np.float64)
@@ -370,15 +381,15 @@ def colorful_panel(
     vmax = top if vmax is None else float(vmax)
     vmax = vmax if vmax > 0 else 1.0
     rgb = apply_cmap(m, 0.0, vmax, cmap, nan_rgb=gap_rgb)
-    rh, cw = max(1, plot_h // rows), max(1, plot_w // n)
-    img = np.repeat(np.repeat(rgb, rh, axis=0), cw, axis=1)
+    rh = max(1, plot_h // rows)
+    img = np.repeat(rgb, rh, axis=0)[:, _columns(n, plot_w)]
     # edge j lies between row j (from the bottom, row 0 = underflow) and row j + 1
     n_bins = len(edges) - 1
     y_ticks = [((rows - 1 - j) * rh, _tick(float(edges[j]))) for j in _ticks(n_bins + 1)]
     return axes_panel(
         img,
         title=title,
-        x_ticks=_step_ticks(steps, n, cw),
+        x_ticks=_step_ticks(steps, n, img.shape[1]),
         y_ticks=y_ticks,
         bar=(0.0, vmax, cmap, "log1p(count)"),
     )
@@ -398,17 +409,18 @@ def fraction_panel(
     # values: (n_cols,) fractions
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     n = max(1, len(v))
-    cw = max(1, plot_w // n)
-    img = np.full((plot_h, n * cw, 3), 255, np.uint8)
+    cols = _columns(n, plot_w)
+    img = np.full((plot_h, len(cols), 3), 255, np.uint8)
     img[[0, plot_h // 2], :] = (225, 225, 225)  # gridlines at 100 % and 50 %
-    for i, x in enumerate(v):
+    for px, i in enumerate(cols):
+        x = v[i] if i < len(v) else np.nan
         if not np.isfinite(x):
             continue
         hpx = int(round(min(max(x, 0.0), 1.0) * plot_h))
         if hpx:
-            img[plot_h - hpx :, i * cw : (i + 1) * cw] = rgb
+            img[plot_h - hpx :, px] = rgb
     y_ticks = [(0, "100 %"), (plot_h // 2, "50 %"), (plot_h - 1, "0 %")]
-    return axes_panel(img, title=title, x_ticks=_step_ticks(steps, len(v), cw), y_ticks=y_ticks)
+    return axes_panel(img, title=title, x_ticks=_step_ticks(steps, n, len(cols)), y_ticks=y_ticks)
 
 
 LINE_RGB = [
