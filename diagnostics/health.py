@@ -21,17 +21,15 @@ Two parts:
    each alert with the step it first fired; a ``stop`` policy sets ``should_stop``; ``verdict()`` is a
    one-paragraph summary for the end of the run.
 
-Wiring into a GAN loop (statistics reach the host only at a write)::
+Wiring into a GAN loop (statistics reach the host only at a write, all through one stream)::
 
     monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
-    balance = GanBalance()                                   # diagnostics.gan
+    balance = GanBalance(diag.scalars)                       # diagnostics.gan, into the stream
     ...                                                      # in the step, device-only:
-    balance.update(s_real, s_fake); balance.update_grad_norm("G", G.parameters())
-    ...                                                      # at a write:
-    balance.update_diversity(torch.stack([G(probe_x) for _ in range(4)]))  # K noise draws, fixed seed
-    vals = balance.compute(); writer.scalars(vals, step); monitor.record(step, vals); balance.reset()
-    monitor.record(step, log_spectra(writer, step, variables, truth, fake, upsampled))  # spectra.py
-    monitor.update(step, diag.history)
+    diag.report("loss/D", loss_d); balance.update(s_real, s_fake)
+    ...
+    if diag.step(step):                                      # it wrote: diag.history is fresh
+        monitor.update(step, diag.history)
     if monitor.should_stop: ...                              # stop; the last checkpoint is kept
     ...
     monitor.finish(step)                                     # verdict: TensorBoard, health.json, log
@@ -465,24 +463,6 @@ class HealthMonitor:
         self.last_step: int | None = None
         self._reported: dict[int, str] = {}
         self._history: History = {}
-        self.extra: dict[str, list[tuple[int, float]]] = {}
-
-    def record(self, step: int, values: Mapping[str, object]) -> None:
-        """Add scalars that are not in the stream passed to :meth:`update` (e.g. the loop's losses).
-
-        Call at write time only: tensors are copied to the host here (stacked, one transfer).
-        """
-        tens = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
-        host = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
-        if tens:
-            flat = (
-                torch.stack([v.detach().reshape(()).to(torch.float64) for v in tens.values()])
-                .cpu()
-                .tolist()
-            )
-            host.update(zip(tens, flat, strict=True))
-        for k, v in host.items():
-            self.extra.setdefault(k, []).append((int(step), v))
 
     @property
     def enabled(self) -> list[str]:
@@ -499,9 +479,8 @@ class HealthMonitor:
         self.update(step, self._history)
 
     def update(self, step: int, history: History) -> dict[str, bool]:
-        """Run every enabled check on ``history`` plus the recorded scalars; returns ``{check: active}``."""
-        if self.extra:
-            history = {**self.extra, **history}
+        """Run every enabled check on ``history`` (the run's one scalar history, ``diag.history``);
+        returns ``{check: active}``."""
         self._history = history
         self.n_updates += 1
         self.last_step = step
@@ -563,7 +542,6 @@ class HealthMonitor:
             "stop_reason": self.stop_reason,
             "n_updates": self.n_updates,
             "last_step": self.last_step,
-            "extra": {k: [list(p) for p in v] for k, v in self.extra.items()},
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -573,9 +551,6 @@ class HealthMonitor:
         self.stop_reason = str(state.get("stop_reason", ""))
         self.n_updates = int(state.get("n_updates", 0))
         self.last_step = state.get("last_step")
-        self.extra = {
-            k: [(int(s), float(v)) for s, v in vals] for k, vals in state.get("extra", {}).items()
-        }
 
     def summary(self) -> dict:
         """The content of health.json."""

@@ -201,11 +201,13 @@ def log_spectra(
     *,
     spatial_dims: int = 3,
     tag: str = "spectrum",
+    stream=None,
 ) -> dict[str, float]:
     """Write the spectrum figure and ratio scalars of fixed probe samples; return the scalars on the host.
 
     Call at write time only (it copies to the host). Tags: ``<tag>/<var>/ratio_low|mid|high`` and the image
-    ``<tag>/<spatial_dims>d``. The returned dict can be appended to the statistics stream for health checks.
+    ``<tag>/<spatial_dims>d``. With ``stream`` (the run's ``Scalars``) the scalars are reported there,
+    written with the run's other scalars and seen by health; without it they are written here.
     """
     fields = {"truth": truth, "generated": generated}
     if upsampled is not None:
@@ -215,7 +217,11 @@ def log_spectra(
             k, spectra = field_spectra(fields, spatial_dims)
             scalars = spectrum_scalars(var_names, spectra, prefix=tag)
         host = dict(zip(scalars, torch.stack(list(scalars.values())).cpu().tolist(), strict=True))
-        writer.scalars(host, step)
+        if stream is not None:  # the run's scalar stream (diagnostics.stats.Scalars)
+            for t, v in scalars.items():
+                stream.report(t, v)
+        else:
+            writer.scalars(host, step)
         writer.figure(
             f"{tag}/{spatial_dims}d",
             spectrum_figure(k, spectra, var_names, title=f"step {step}"),

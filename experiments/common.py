@@ -3,6 +3,7 @@ the run lock, resume semantics, preemption and exit codes (one copy for both scr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -618,18 +619,23 @@ def check_seed(seed) -> None:
 # ------------------------------------------------------------------------------ run state
 def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
     """``summary.json`` written atomically: after any stop it says how the run ended."""
-    atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / "summary.json")
+    atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / SUMMARY_FILE)
 
 
-def accumulator_state(obj, *names: str) -> dict:
-    """Copies of an accumulator's dict attributes (interval sums and counts) for a checkpoint."""
-    return {n: dict(getattr(obj, n)) for n in names}
+SUMMARY_FILE = "summary.json"  # how the run ended, its metrics (both scripts; README "Run files")
+NORMALISATION_FILE = "normalisation.json"  # how the data were scaled to the model's units
 
 
-def load_accumulator_state(obj, state: Mapping) -> None:
-    """Restore what ``accumulator_state`` saved: a resumed interval mean equals the straight one."""
-    for n, v in state.items():
-        setattr(obj, n, dict(v))
+def write_normalisation(run_dir: str | os.PathLike, norm: Mapping) -> Path:
+    """``normalisation.json`` (atomically): the data scaling a reader needs to undo."""
+    return atomic_write_bytes(
+        json.dumps(dict(norm), indent=2).encode(), Path(run_dir) / NORMALISATION_FILE
+    )
+
+
+def read_normalisation(run_dir: str | os.PathLike) -> dict:
+    """The run's ``normalisation.json``."""
+    return json.loads((Path(run_dir) / NORMALISATION_FILE).read_text())
 
 
 # ------------------------------------------------------------------------------ preemption
@@ -749,3 +755,71 @@ def open_run(
     if is_main:
         atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
     return cfg, run_dir, lock
+
+
+# ------------------------------------------------------------------------------ the loop's end
+class StopTraining(RuntimeError):
+    """A guard (non-finite values) or a health check with policy ``stop`` ended the run (exit 3)."""
+
+
+class Outcome:
+    """How a run ends (``status``, ``exit_code``, last ``step``), kept by :meth:`guard`.
+
+    ``with outcome.guard(run_dir, is_main):`` around the loop: a ``StopTraining`` ends it
+    ``stopped`` (3), any other exception ``failed`` (1); both re-raise after ``summary.json``
+    says so. ``preempted()`` marks a saved stop on a signal (75).
+    """
+
+    def __init__(self, start: int) -> None:
+        self.start, self.step = int(start), int(start)
+        self.status, self.exit_code = "completed", 0
+        self.t0 = time.perf_counter()
+
+    def preempted(self) -> None:
+        self.status, self.exit_code = "preempted", EXIT_PREEMPTED
+
+    def steps_per_s(self) -> float:
+        return (self.step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+
+    @property
+    def done(self) -> bool:
+        """True once the loop must not run another step (preempted before or during it)."""
+        return self.status == "preempted"
+
+    def steps(self, n_steps: int):
+        """``start + 1 .. n_steps``, recording the current step; nothing if already preempted."""
+        for step in range(self.start + 1, n_steps + 1):
+            if self.done:
+                return
+            self.step = step
+            yield step
+
+    @contextlib.contextmanager
+    def guard(self, run_dir: str | os.PathLike, is_main: bool = True):
+        try:
+            yield self
+        except StopTraining:
+            self.status, self.exit_code = "stopped", EXIT_STOPPED
+            raise
+        except BaseException:
+            self.status, self.exit_code = "failed", 1
+            raise
+        finally:
+            if is_main and self.status in ("stopped", "failed"):
+                write_summary(
+                    run_dir, {"status": self.status, "exit_code": self.exit_code, "step": self.step}
+                )
+
+    def summary(self, run_dir, preempt: Preemption, **more) -> dict:
+        """The end-of-run ``summary.json`` content (the same keys for both scripts)."""
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "step": self.step,
+            "run_dir": str(run_dir),
+            "steps_per_s": self.steps_per_s(),
+            "preempt": {"signal": preempt.received_name, "step": self.step}
+            if self.status == "preempted"
+            else None,
+            **more,
+        }

@@ -30,7 +30,7 @@ def cli(script, out_root, *overrides, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     base = [f"out_root={out_root}"]
     if script == GAN:
-        base += ["+exp=small", *TINY, "log.every=1", "embed.enabled=false"]
+        base += ["+exp=small", *TINY, "diagnostics.every=1", "embed.enabled=false"]
     out = subprocess.run(
         [sys.executable, script, *base, *overrides],
         capture_output=True,
@@ -153,7 +153,7 @@ def test_cli_resume_other_scripts_run_exit_2(tmp_path):
     before = sorted(p.name for p in run.rglob("*"))
     out = cli(AE, tmp_path / "o", f"resume={run}")
     assert out.returncode == 2 and "gan script" in out.stderr
-    assert sorted(p.name for p in run.rglob("*")) == before  # no .hydra, no scaling.json
+    assert sorted(p.name for p in run.rglob("*")) == before  # no .hydra, no normalisation.json
 
 
 @pytest.mark.parametrize(
