@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import tags
 from .activations import ActivationStats
 from .hooks import unwrap
 from .params import ParamStats
@@ -366,7 +367,7 @@ class Diagnostics:
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
                 report = self.summary() + "\n\nwrites by diagnostic:\n" + self.writer.cost_report()
-                self.writer.text("diagnostics/cost", _markdown_pre(report), self._last_step or 0)
+                self.writer.text(tags.DIAGNOSTICS_COST, _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
     def attach(self) -> Diagnostics:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from . import tags
 from .render import apply_cmap, tile
 
 SPRITE_MAX_PX = 8192  # the projector does not show sprites larger than 8192 x 8192
@@ -650,6 +651,6 @@ class EmbeddingLogger:
             metadata=meta,
             label_img=label_img,
             step=step,
-            tag=f"embed/{self.model}",
+            tag=tags.embed(self.model),
             metadata_header=header,
         )

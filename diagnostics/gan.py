@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import tags
 from .stats import Scalars
 
 
@@ -51,7 +52,7 @@ class GanBalance:
         self.stream = stream if stream is not None else Scalars()
 
     def _add(self, key: str, mean: torch.Tensor, n: float = 1.0) -> None:
-        self.stream.report(f"{self.prefix}/{key}", mean, n)
+        self.stream.report(tags.gan(key, self.prefix), mean, n)
 
     def update(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         """Record the critic's scores on a batch of real and of generated samples.
@@ -221,7 +222,7 @@ class ValueDistribution:
             res = self.compute()
             counts = res["counts"].cpu()
             w1 = res["w1"].cpu().tolist()
-            host = {f"{prefix}/{v}/w1": w1[i] for i, v in enumerate(self.var_names)}
+            host = {tags.values(v, prefix=prefix): w1[i] for i, v in enumerate(self.var_names)}
             if stream is not None:
                 for i, tag in enumerate(host):
                     stream.report(tag, res["w1"][i])
@@ -229,7 +230,7 @@ class ValueDistribution:
                 writer.scalars(host, step)
             for i, v in enumerate(self.var_names):
                 for j, src in enumerate(("truth", "generated")):
-                    writer.histogram(f"{prefix}/{src}/{v}", counts[j, i], self.edges[i], step)
+                    writer.histogram(tags.values(v, src, prefix), counts[j, i], self.edges[i], step)
             writer.figure(
                 f"{prefix}/figure", self.figure(f"step {step}", counts=counts, w1=w1), step
             )

@@ -59,11 +59,11 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
                             # dead fraction alone. With N(0, 0.02) init a healthy layer's |a| can sit
                             # entirely in the first bin (< 0.25) with std ~0.02: small, not dead
       critic_overpowering:
-        gap_tags: ["gan/gap", "gan/wasserstein"]  # runaway: |value| > runaway x max(reference, floor) for n_writes
+        gap_tags: ["gan/gap"]  # runaway: |value| > runaway x max(reference, floor) for n_writes
         loss_tags: ["loss/D"]
         runaway: 10.0
         floor: 1.0
-        g_grad_tags: ["grad/G/norm", "grad/G/total_norm", "gan/grad_norm/G"]  # vanishing: < vanish x reference for n_writes
+        g_grad_tags: ["grad/G/norm", "gan/grad_norm/G"]  # vanishing: < vanish x reference for n_writes
         vanish: 0.01
         gp_tags: ["loss/gp"]  # WGAN-GP penalty mean((|grad D| - 1)^2), unscaled by lambda ...
         gp_max: 10.0        # ... above this for n_writes: the critic's gradients are > 4x off the
@@ -104,6 +104,8 @@ from pathlib import Path
 
 import torch
 
+from . import tags
+
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, dict] = {
@@ -136,11 +138,11 @@ DEFAULTS: dict[str, dict] = {
     },
     "critic_overpowering": {
         "policy": "warn",
-        "gap_tags": ["gan/gap", "gan/wasserstein"],
+        "gap_tags": ["gan/gap"],
         "loss_tags": ["loss/D"],
         "runaway": 10.0,
         "floor": 1.0,
-        "g_grad_tags": ["grad/G/norm", "grad/G/total_norm", "gan/grad_norm/G"],
+        "g_grad_tags": ["grad/G/norm", "gan/grad_norm/G"],
         "vanish": 0.01,
         "gp_tags": ["loss/gp"],
         "gp_max": 10.0,
@@ -497,7 +499,7 @@ class HealthMonitor:
             self._transition(name, active, detail, step)
         self._reported.clear()
         if self.writer is not None:
-            self.writer.scalars({f"health/{n}": float(a) for n, a in states.items()}, step)
+            self.writer.scalars({tags.health(n): float(a) for n, a in states.items()}, step)
         self._save()
         return states
 
@@ -521,7 +523,7 @@ class HealthMonitor:
             )
             log.warning("health: %s", text)
             if self.writer is not None:
-                self.writer.text("health/alerts", text, step)
+                self.writer.text(tags.HEALTH_ALERTS, text, step)
             if policy == "stop" and not self.should_stop:
                 self.should_stop = True
                 self.stop_reason = f"{name} at step {step}: {detail}"
@@ -532,7 +534,7 @@ class HealthMonitor:
             text = f"{name} cleared at {self._where(step)}"
             log.info("health: %s", text)
             if self.writer is not None:
-                self.writer.text("health/alerts", text, step)
+                self.writer.text(tags.HEALTH_ALERTS, text, step)
 
     def state_dict(self) -> dict:
         """Plain-container state for a checkpoint (loads with ``torch.load(weights_only=True)``)."""
@@ -609,6 +611,6 @@ class HealthMonitor:
         text = self.verdict()
         log.info("health verdict: %s", text)
         if self.writer is not None:
-            self.writer.text("health/verdict", text, self.last_step or 0)
+            self.writer.text(tags.HEALTH_VERDICT, text, self.last_step or 0)
         self._save()
         return text

@@ -29,11 +29,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import tags
 from .spectra import BANDS, field_spectra, ratio_bands
 
 PREFIX = "skill"
 MSE_RATIO = f"{PREFIX}/mse_ratio"
-FIGURE = f"{PREFIX}/figure"
+FIGURE = tags.SKILL_FIGURE
 REGRESSION = "_regression"
 TRILINEAR = "_trilinear"
 

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import tags
+
 SOURCES = ("truth", "generated", "upsampled")
 BANDS = ("low", "mid", "high")
 
@@ -143,7 +145,7 @@ def spectrum_scalars(
     if bands.shape[0] != len(var_names):
         raise ValueError(f"{len(var_names)} variable names for {bands.shape[0]} channels")
     return {
-        f"{prefix}/{v}/ratio_{b}": bands[i, j]
+        tags.spectrum(prefix, v, b): bands[i, j]
         for i, v in enumerate(var_names)
         for j, b in enumerate(BANDS)
     }
@@ -223,7 +225,7 @@ def log_spectra(
         else:
             writer.scalars(host, step)
         writer.figure(
-            f"{tag}/{spatial_dims}d",
+            tags.spectrum_image(tag, spatial_dims),
             spectrum_figure(k, spectra, var_names, title=f"step {step}"),
             step,
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from diagnostics import tags
 from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import ValueDistribution
 from diagnostics.hooks import probe_mode
@@ -95,7 +96,7 @@ class Probes:
                     self.clim,
                     scaling=scaling,
                 )
-                self.writer.image(f"slices/G/probe{i}", img, step)
+                self.writer.image(tags.slices("G", i), img, step)
 
     def write_physics(self, step: int) -> None:
         """Spectra (3D and lat-lon 2D) and value distributions of the probe samples."""

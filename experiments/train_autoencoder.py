@@ -28,6 +28,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diagnostics import tags
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
@@ -220,8 +221,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     B = int(cfg.train.batch_size)
 
     if start == 0:  # the untrained state opens the curves and the video
-        diag.report("loss/AE/train", evaluate(model, x_train, weight))
-        diag.report("loss/AE/val", evaluate(model, x_val, weight))
+        diag.report(tags.LOSS_AE_TRAIN, evaluate(model, x_train, weight))
+        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
         diag.flush_scalars(0)
         frames.record(0, diag.last, snaps, diag.snapshot_arrays(), frame=True)
         if embedder is not None:
@@ -246,15 +247,15 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     monitor.report_nonfinite(step, msg)
                     raise StopTraining(msg)
                 opt.step()
-                diag.report("loss/AE/train", loss)
+                diag.report(tags.LOSS_AE_TRAIN, loss)
                 pbar.update(1)
 
                 snap_now, frame_now = diag.due("snapshot", step), diag.due("frames", step)
                 if snap_now or frame_now:
                     with writer.cost("snapshots"):
-                        diag.report("loss/AE/val", evaluate(model, x_val, weight))
+                        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
                 if diag.due("scalars", step):
-                    diag.report("perf/steps_per_s", run.steps_per_s())
+                    diag.report(tags.STEPS_PER_S, run.steps_per_s())
                 if diag.step(step):
                     with writer.cost("health"):
                         monitor.update(step, diag.history)
@@ -302,7 +303,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         lock.release()
         pbar.close()
         verdict = monitor.finish(run.step)
-        writer.text("run/status", f"{run.status} at step {run.step}", run.step)
+        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
         log.info("diagnostics: %s", diag.summary())
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
@@ -329,7 +330,7 @@ class Frames:
 
     def record(self, step: int, last: dict, snaps, act: dict, *, frame: bool) -> None:
         """A snapshot at ``step`` from the stream's just-written means; a frame if ``frame``."""
-        tr, va = float(last["loss/AE/train"]), float(last["loss/AE/val"])
+        tr, va = float(last[tags.LOSS_AE_TRAIN]), float(last[tags.LOSS_AE_VAL])
         self.history["steps"].append(step)
         self.history["train"].append(tr)
         self.history["val"].append(va)
@@ -356,7 +357,7 @@ class Frames:
                 loss_val=self.history["val"],
                 total_steps=self.n_steps,
             )
-            self.writer.image("frames/AE/summary", render_summary_frame(ctx, arrays), step)
+            self.writer.image(tags.FRAME_AE, render_summary_frame(ctx, arrays), step)
         if self.weight_imgs is not None:
             self.weight_imgs.write(step)
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diagnostics import tags
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.gan import GanBalance
@@ -644,7 +645,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         guard(step, "G", loss_g, G, info, run_dir, monitor)
                         opt_g.step()
                         ema_update(nets.G_ema, G, ema_decay)
-                        diag.report("loss/G_mse", loss_g)
+                        diag.report(tags.LOSS_G_MSE, loss_g)
                         if step == pretrain and cfg.log.skill_regression:
                             nets.G_reg = probes.G_reg = copy.deepcopy(nets.G_eval).requires_grad_(False)  # fmt: skip
                     else:
@@ -665,8 +666,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                             balance.update(s_real, s_fake)
                             balance.update_grad_norm("D", D.parameters())
                             opt_d.step()
-                        diag.report("loss/D", loss_d)  # the last critic step of this step
-                        diag.report("loss/gp", gp)
+                        diag.report(tags.LOSS_D, loss_d)  # the last critic step of this step
+                        diag.report(tags.LOSS_GP, gp)
                         x, y = batches.next_on_device()  # one generator step
                         fake = G_fw(x)
                         adv = generator_loss(D_fw(fake, upsample(x, f)))
@@ -674,15 +675,15 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         if content_w > 0:
                             content = content_loss(fake, y, cfg.train.content_loss)
                             loss_g = adv + content_w * content
-                            diag.report("loss/G_content", content)
+                            diag.report(tags.LOSS_G_CONTENT, content)
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G, info, run_dir, monitor)
                         balance.update_grad_norm("G", G.parameters())
                         opt_g.step()
                         ema_update(nets.G_ema, G, ema_decay)
-                        diag.report("loss/G", adv)
-                        diag.report("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
+                        diag.report(tags.LOSS_G, adv)
+                        diag.report(tags.LOSS_MSE, torch.nn.functional.mse_loss(fake.detach(), y))
                 pbar.update(1)
 
                 # Probe writes, then the one scalar write of the step (health reads its history).
@@ -699,7 +700,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     # Diversity is cheap (a few generator passes on the probes): every write,
                     # so mode collapse shows within two writes.
                     balance.update_diversity(probes.generate(int(cfg.log.n_noise_draws)))
-                    diag.report("perf/steps_per_s", run.steps_per_s())
+                    diag.report(tags.STEPS_PER_S, run.steps_per_s())
                 if diag.step(step):
                     with writer.cost("health"):
                         monitor.update(step, diag.history)
@@ -729,7 +730,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     finally:
         pbar.close()
         verdict = monitor.finish(run.step)
-        writer.text("run/status", f"{run.status} at step {run.step}", run.step)
+        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
         distributed.cleanup(info)
