@@ -34,10 +34,9 @@ TAG_RE = re.compile(rf"^(?:{KINDS})/")
 def written(run_dir: Path) -> set[str]:
     """Every tag of the run's event file (text tags without TensorBoard's ``/text_summary``)."""
     out = set()
-    for kind, names in events(run_dir).Tags().items():
+    for names in events(run_dir).Tags().values():
         if isinstance(names, list):
             out |= {n.removesuffix("/text_summary") for n in names}
-    # The projector's files are named after embed/<model> (no event-file tag of its own).
     return out
 
 
