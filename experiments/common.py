@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diagnostics import tags
+
 log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -823,3 +825,55 @@ class Outcome:
             else None,
             **more,
         }
+
+
+# ------------------------------------------------------------------------------ the skeleton
+def start_run(cfg, out_dir, kind: str, *, mutable: tuple[str, ...], overrides, is_main=True):
+    """The start both scripts share: seed and thread checks, the run directory (lock, resume
+    config, ``config.yaml``) and a ``running`` summary. Returns ``(cfg, run_dir, lock)``."""
+    check_seed(cfg.seed)
+    set_threads(cfg.threads)
+    cfg, run_dir, lock = open_run(
+        cfg, out_dir, kind, mutable=mutable, overrides=overrides, is_main=is_main
+    )
+    if is_main:
+        write_summary(run_dir, {"status": "running", "pid": os.getpid()})
+    return cfg, run_dir, lock
+
+
+def resume_state(run_dir, device, required: tuple[str, ...]) -> tuple[int, dict]:
+    """``(step, state)`` of the run's newest valid checkpoint, or ``(0, {})`` for a new run."""
+    found = load_latest_checkpoint(run_dir, map_location=device, required=required)
+    if found is None:
+        return 0, {}
+    ckpt, state = found
+    log.info("resuming from %s at step %d", ckpt, int(state["step"]))
+    return int(state["step"]), state
+
+
+def end_run(run: Outcome, *, monitor, writer, pbar=None, lock=None, diag=None) -> str:
+    """The end both scripts share (also after an exception): the health verdict, the run's
+    status text, the cost report, the writer closed and the run lock released."""
+    if pbar is not None:
+        pbar.close()
+    try:
+        verdict = monitor.finish(run.step)
+        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
+        if diag is not None:
+            log.info("diagnostics: %s", diag.summary())
+        log.info("diagnostics cost:\n%s", writer.cost_report())
+        writer.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    return verdict
+
+
+def log_preempted(preempt: Preemption, step: int, run_dir, code: int) -> None:
+    log.warning(
+        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
+        preempt.received_name,
+        step,
+        run_dir,
+        code,
+    )

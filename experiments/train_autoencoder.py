@@ -15,7 +15,6 @@ error is compared with that of the climatological mean and stored in ``summary.j
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -121,13 +120,10 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
 
 def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> dict:
     check_config(cfg)
-    common.check_seed(cfg.seed)
     common.check_device(cfg.device)
-    common.set_threads(cfg.threads)
-    cfg, run_dir, lock = common.open_run(
+    cfg, run_dir, lock = common.start_run(
         cfg, out_dir, "autoencoder", mutable=AE_RESUME_MUTABLE, overrides=overrides
     )
-    common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     device = resolve_device(cfg.device)
     data = load_data(cfg)
     h, w = data.shape
@@ -151,10 +147,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     # The summary frames' loss curves: the stream's written means at each snapshot.
     history: dict[str, list] = {"steps": [], "train": [], "val": []}
 
-    start, state = 0, {}
-    found = common.load_latest_checkpoint(run_dir, map_location=device, required=AE_CKPT_KEYS)
-    if found is not None:
-        ckpt, state = found
+    start, state = common.resume_state(run_dir, device, AE_CKPT_KEYS)
+    if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
@@ -163,37 +157,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             k: [float(v) if k != "steps" else int(v) for v in state["history"][k].tolist()]
             for k in history
         }
-        start = int(state["step"])
-        log.info("resuming from %s at step %d", ckpt, start)
-    common.write_normalisation(
-        run_dir,
-        {
-            "variable": data.variable,
-            "units": data.units,
-            **data.normaliser.to_dict(),
-            "source": data.norm_source,  # fitted from the training fields, or configured
-            "formula": "(x - offset) / scale",
-            "fill": data.fill,
-        },
-    )
-
+    common.write_normalisation(run_dir, normalisation(data))
     probe = x_val[int(cfg.probe_index)].unsqueeze(0)  # (1, F): the fixed validation field
-    keys = {n: f"weights/AE/{n}" for n, _ in model.named_parameters()}
-    meta = {
-        "kind": "autoencoder",
-        **data.meta(),
-        "total_steps": n_steps,
-        "n_hidden": int(cfg.model.n_hidden),
-        "steps_per_epoch": int(cfg.train.steps_per_epoch),
-        "probe_index": int(cfg.probe_index),
-        "probe_label": data.val_times[int(cfg.probe_index)],
-        "quantity": str(cfg.frames.quantity),
-        "keys": {
-            "enc_w": keys["encoder.weight"],
-            "enc_b": keys["encoder.bias"],
-            "dec_w": keys["decoder.weight"],
-        },
-    }
+    meta = snapshot_meta(cfg, data, model, n_steps)
     writer = Writer(run_dir, purge_step=start + 1 if start else None)
     weight_imgs = (
         WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
@@ -269,44 +235,18 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 stop = preempt.requested
                 if diag.due(int(cfg.checkpoint.every), step) or stop:
                     with writer.cost("checkpoints"):
+                        ckpt = checkpoint_state(step, model, opt, sampler, history, diag, monitor)
                         common.save_checkpoint(
-                            run_dir / "checkpoints",
-                            step,
-                            {
-                                "model": model.state_dict(),
-                                "optimizer": opt.state_dict(),
-                                "sampler": sampler.get_state(),
-                                "rng": common.rng_state(),
-                                "step": step,
-                                "history": {
-                                    k: torch.tensor(v, dtype=torch.float64)
-                                    for k, v in history.items()
-                                },
-                                # Named extra states (the stream's interval sums and history:
-                                # a resume mid-interval writes the same means).
-                                "extra": {"diagnostics": diag.state_dict()},
-                                "health": monitor.state_dict(),
-                            },
-                            n_keep=int(cfg.checkpoint.n_keep),
+                            run_dir / "checkpoints", step, ckpt, n_keep=int(cfg.checkpoint.n_keep)
                         )
                 if stop:
                     run.preempted()
-                    log.warning(
-                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
-                        preempt.received_name,
-                        step,
-                        run_dir,
-                        run.exit_code,
-                    )
+                    common.log_preempted(preempt, step, run_dir, run.exit_code)
                     break
     finally:
-        lock.release()
-        pbar.close()
-        verdict = monitor.finish(run.step)
-        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
-        log.info("diagnostics: %s", diag.summary())
-        log.info("diagnostics cost:\n%s", writer.cost_report())
-        writer.close()
+        verdict = common.end_run(
+            run, monitor=monitor, writer=writer, pbar=pbar, lock=lock, diag=diag
+        )
 
     metrics = reconstruction_metrics(model, data, weight, device)
     summary = run.summary(run_dir, preempt, health=verdict) | metrics
@@ -317,6 +257,54 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         f"{metrics['val_rmse_autoencoder_phys']:.3g} vs {metrics['val_rmse_climatology_phys']:.3g} {data.units}"
     )
     return summary
+
+
+def normalisation(data: ClimateData) -> dict:
+    """The content of ``normalisation.json``."""
+    return {
+        "variable": data.variable,
+        "units": data.units,
+        **data.normaliser.to_dict(),
+        "source": data.norm_source,  # fitted from the training fields, or configured
+        "formula": "(x - offset) / scale",
+        "fill": data.fill,
+    }
+
+
+def snapshot_meta(cfg, data: ClimateData, model, n_steps: int) -> dict:
+    """What videos and notebooks need to read the autoencoder's snapshots."""
+    keys = {n: f"weights/AE/{n}" for n, _ in model.named_parameters()}
+    return {
+        "kind": "autoencoder",
+        **data.meta(),
+        "total_steps": n_steps,
+        "n_hidden": int(cfg.model.n_hidden),
+        "steps_per_epoch": int(cfg.train.steps_per_epoch),
+        "probe_index": int(cfg.probe_index),
+        "probe_label": data.val_times[int(cfg.probe_index)],
+        "quantity": str(cfg.frames.quantity),
+        "keys": {
+            "enc_w": keys["encoder.weight"],
+            "enc_b": keys["encoder.bias"],
+            "dec_w": keys["decoder.weight"],
+        },
+    }
+
+
+def checkpoint_state(step, model, opt, sampler, history, diag, monitor) -> dict:
+    """What a checkpoint holds: weights, optimizer, sampler and RNG state, the frames' loss
+    history, the stream (interval sums and history: a resume mid-interval writes the same
+    means) and health."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "sampler": sampler.get_state(),
+        "rng": common.rng_state(),
+        "step": step,
+        "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
+        "extra": {"diagnostics": diag.state_dict()},  # named extra states; others add theirs
+        "health": monitor.state_dict(),
+    }
 
 
 class Frames:

@@ -14,10 +14,12 @@ snapshots, checkpoints).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -518,6 +520,100 @@ def save_checkpoint(cfg, run_dir: Path, step: int, info, nets: Nets, stream, dia
     distributed.barrier(info)  # rank 0's save is durable before any rank goes on or exits
 
 
+@dataclass
+class GanStep:
+    """One training step's updates: MSE pretraining, or n_critic critic steps with gradient
+    penalty and one generator step. Every loss goes into the scalar stream (``report``);
+    ``guard(step, what, loss, module)`` stops the run before a non-finite update is applied."""
+
+    nets: Nets
+    batches: Batches
+    report: Callable
+    balance: GanBalance
+    guard: Callable
+    factor: int
+    n_critic: int
+    lambda_gp: float
+    ema_decay: float
+    content_weight: float
+    content_loss: str
+
+    def pretrain(self, step: int) -> None:
+        """A generator-only MSE step."""
+        n = self.nets
+        x, y = self.batches.next_on_device()
+        loss_g = torch.nn.functional.mse_loss(n.G_fw(x), y)
+        n.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.guard(step, "G", loss_g, n.G)
+        n.opt_g.step()
+        ema_update(n.G_ema, n.G, self.ema_decay)
+        self.report(tags.LOSS_G_MSE, loss_g)
+
+    def adversarial(self, step: int) -> None:
+        """``n_critic`` critic steps, then one generator step."""
+        n, f = self.nets, self.factor
+        for _ in range(self.n_critic):
+            x, y = self.batches.next_on_device()
+            up = upsample(x, f)
+            with torch.no_grad():
+                fake = n.G_fw(x)
+            s_real, s_fake = n.D_fw(y, up), n.D_fw(fake, up)
+            gp = gradient_penalty(n.D_fw, y, fake, up)
+            loss_d = critic_loss(s_real, s_fake) + self.lambda_gp * gp
+            n.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.guard(step, "D", loss_d, n.D)
+            self.balance.update(s_real, s_fake)
+            self.balance.update_grad_norm("D", n.D.parameters())
+            n.opt_d.step()
+        self.report(tags.LOSS_D, loss_d)  # the last critic step of this step
+        self.report(tags.LOSS_GP, gp)
+        x, y = self.batches.next_on_device()
+        fake = n.G_fw(x)
+        adv = generator_loss(n.D_fw(fake, upsample(x, f)))
+        loss_g = adv
+        if self.content_weight > 0:
+            content = content_loss(fake, y, self.content_loss)
+            loss_g = adv + self.content_weight * content
+            self.report(tags.LOSS_G_CONTENT, content)
+        n.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.guard(step, "G", loss_g, n.G)
+        self.balance.update_grad_norm("G", n.G.parameters())
+        n.opt_g.step()
+        ema_update(n.G_ema, n.G, self.ema_decay)
+        self.report(tags.LOSS_G, adv)
+        self.report(tags.LOSS_MSE, torch.nn.functional.mse_loss(fake.detach(), y))
+
+
+def restore(state: dict, nets: Nets, stream: BatchStream, info) -> None:
+    """Networks, optimizers, data order and this rank's RNG streams from a checkpoint."""
+    nets.load_state_dict(state)
+    stream.load(state["data"])
+    if len(state["rng"]) != info.world:
+        raise common.RunError(
+            f"the checkpoint was written by {len(state['rng'])} ranks; this run has {info.world}"
+        )
+    common.set_rng_state(state["rng"][info.rank])
+
+
+def snapshot_meta(run_dir: Path, data_dir, scaler, probes: Probes, diag: Diagnostics) -> dict:
+    """What videos and notebooks need to read the GAN's snapshots."""
+    return diag.snapshot_meta() | {
+        "kind": "gan",
+        "variables": probes.variables,
+        "radii_km": probes.radii,
+        "clim": probes.clim,
+        "diff_lim": 0.25,
+        "run_name": run_dir.name,
+        "overrides": _overrides(run_dir),
+        "probe_windows": [list(w) for w in probes.windows],  # (time index, r0, lat0, lon0)
+        "data_dir": str(data_dir),
+        "scaling": scaler.to_dict(),
+    }
+
+
 def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``); a signal
     from the very start (data generation included) ends it saved, with exit code 75."""
@@ -532,42 +628,26 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     checkpoints. Returns a summary dict (also written to ``summary.json``).
     """
     check_config(cfg)
-    common.set_threads(cfg.threads)
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
     common.check_seed(cfg.seed)
     info, device = distributed.init(cfg.device)
-    cfg, run_dir, lock = common.open_run(
+    cfg, run_dir, lock = common.start_run(
         cfg, out_dir, "gan", mutable=GAN_RESUME_MUTABLE, overrides=overrides, is_main=info.is_main
     )
-    if info.is_main:
-        common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     data_dir, train_ds, probe_src, scaler, coords, _ = load_data(cfg, run_dir, write=info.is_main)
-    variables = list(cfg.data.variables)
-
     common.seed_everything(int(cfg.seed) + info.rank)
-    nets = make_nets(cfg, len(variables), device, info)
-    G, D, G_fw, D_fw, opt_g, opt_d = nets.G, nets.D, nets.G_fw, nets.D_fw, nets.opt_g, nets.opt_d
-    B = int(cfg.train.batch_size)
-    stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
-    start, state = 0, {}
-    found = common.load_latest_checkpoint(run_dir, map_location=device, required=GAN_CKPT_KEYS)
-    if found is not None:
-        ckpt, state = found
-        nets.load_state_dict(state)
-        stream.load(state["data"])
-        if len(state["rng"]) != info.world:
-            raise common.RunError(
-                f"{ckpt} was written by {len(state['rng'])} ranks; this run has {info.world}"
-            )
-        common.set_rng_state(state["rng"][info.rank])
-        start = int(state["step"])
-        log.info("resuming from %s at step %d", ckpt, start)
+    nets = make_nets(cfg, len(cfg.data.variables), device, info)
+    stream = BatchStream(len(train_ds), int(cfg.train.batch_size), info, int(cfg.seed))
+    start, state = common.resume_state(run_dir, device, GAN_CKPT_KEYS)
+    if state:
+        restore(state, nets, stream, info)
 
     n_steps, pretrain = int(cfg.train.steps), int(cfg.train.pretrain_steps)
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
+    models, optimizers = {"G": nets.G, "D": nets.D}, {"G": nets.opt_g, "D": nets.opt_d}
     diag = Diagnostics(
-        {"G": G, "D": D},
-        {"G": opt_g, "D": opt_d},
+        models,
+        optimizers,
         writer,
         cfg.diagnostics,
         periods={"physics": int(cfg.log.physics_every)},
@@ -576,27 +656,12 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     diag.load_state_dict(state.get("extra", {}).get("diagnostics", {"step": start}))
     snaps = SnapshotWriter(run_dir, rank=info.rank)
     probes = make_probes(cfg, probe_src, coords, scaler, nets, writer, diag.scalars, snaps, device)
-    snaps.write_meta(
-        diag.snapshot_meta()
-        | {
-            "kind": "gan",
-            "variables": variables,
-            "radii_km": probes.radii,
-            "clim": probes.clim,
-            "diff_lim": 0.25,
-            "run_name": run_dir.name,
-            "overrides": _overrides(run_dir),
-            "probe_windows": [list(w) for w in probes.windows],  # (time index, r0, lat0, lon0)
-            "data_dir": str(data_dir),
-            "scaling": scaler.to_dict(),
-        }
-    )
+    snaps.write_meta(snapshot_meta(run_dir, data_dir, scaler, probes, diag))
     weight_imgs = (
-        WeightImages({"G": G, "D": D}, writer, deltas=bool(cfg.log.weight_deltas))
+        WeightImages(models, writer, deltas=bool(cfg.log.weight_deltas))
         if cfg.log.weight_images
         else None
     )
-    balance = GanBalance(diag.scalars)
     monitor = HealthMonitor(
         cfg.health,
         writer if info.is_main else None,
@@ -605,14 +670,6 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     )
     if "health" in state:
         monitor.load_state_dict(state["health"])
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.amp == "bf16" and device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
-    n_critic, lam, f = int(cfg.train.n_critic), float(cfg.train.lambda_gp), int(cfg.data.factor)
-    ema_decay, content_w = float(cfg.train.ema_decay), float(cfg.train.content_weight)
-    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     batches = Batches(
         train_ds,
         stream,
@@ -621,6 +678,26 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         device=device,
         fixed_input=bool(cfg.train.fixed_input),
     )
+    balance = GanBalance(diag.scalars)
+    gan_step = GanStep(
+        nets,
+        batches,
+        diag.report,
+        balance,
+        functools.partial(guard, info=info, run_dir=run_dir, monitor=monitor),
+        factor=int(cfg.data.factor),
+        n_critic=int(cfg.train.n_critic),
+        lambda_gp=float(cfg.train.lambda_gp),
+        ema_decay=float(cfg.train.ema_decay),
+        content_weight=float(cfg.train.content_weight),
+        content_loss=str(cfg.train.content_loss),
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.amp == "bf16" and device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     self_signal = cfg.preempt.self_signal_step
 
     if probes.embedder is not None and start == 0:
@@ -634,56 +711,19 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             if start == 0:  # a step-0 frame: every video starts from the untrained model
                 probes.snapshot(0, {}, diag.snapshot_arrays())
             for step in run.steps(n_steps):
-                G.train()
-                D.train()
+                nets.G.train()
+                nets.D.train()
                 with autocast:
-                    if step <= pretrain:  # generator-only MSE steps
-                        x, y = batches.next_on_device()
-                        loss_g = torch.nn.functional.mse_loss(G_fw(x), y)
-                        opt_g.zero_grad(set_to_none=True)
-                        loss_g.backward()
-                        guard(step, "G", loss_g, G, info, run_dir, monitor)
-                        opt_g.step()
-                        ema_update(nets.G_ema, G, ema_decay)
-                        diag.report(tags.LOSS_G_MSE, loss_g)
+                    if step <= pretrain:
+                        gan_step.pretrain(step)
                         if step == pretrain and cfg.log.skill_regression:
-                            nets.G_reg = probes.G_reg = copy.deepcopy(nets.G_eval).requires_grad_(False)  # fmt: skip
+                            nets.G_reg = copy.deepcopy(nets.G_eval).requires_grad_(False)
+                            probes.G_reg = nets.G_reg
                     else:
                         if step == pretrain + 1 and lr_g_adv is not None:
-                            for group in opt_g.param_groups:  # pretraining's lr ends here
+                            for group in nets.opt_g.param_groups:  # pretraining's lr ends here
                                 group["lr"] = lr_g_adv
-                        for _ in range(n_critic):  # critic steps with gradient penalty
-                            x, y = batches.next_on_device()
-                            up = upsample(x, f)
-                            with torch.no_grad():
-                                fake = G_fw(x)
-                            s_real, s_fake = D_fw(y, up), D_fw(fake, up)
-                            gp = gradient_penalty(D_fw, y, fake, up)
-                            loss_d = critic_loss(s_real, s_fake) + lam * gp
-                            opt_d.zero_grad(set_to_none=True)
-                            loss_d.backward()
-                            guard(step, "D", loss_d, D, info, run_dir, monitor)
-                            balance.update(s_real, s_fake)
-                            balance.update_grad_norm("D", D.parameters())
-                            opt_d.step()
-                        diag.report(tags.LOSS_D, loss_d)  # the last critic step of this step
-                        diag.report(tags.LOSS_GP, gp)
-                        x, y = batches.next_on_device()  # one generator step
-                        fake = G_fw(x)
-                        adv = generator_loss(D_fw(fake, upsample(x, f)))
-                        loss_g = adv
-                        if content_w > 0:
-                            content = content_loss(fake, y, cfg.train.content_loss)
-                            loss_g = adv + content_w * content
-                            diag.report(tags.LOSS_G_CONTENT, content)
-                        opt_g.zero_grad(set_to_none=True)
-                        loss_g.backward()
-                        guard(step, "G", loss_g, G, info, run_dir, monitor)
-                        balance.update_grad_norm("G", G.parameters())
-                        opt_g.step()
-                        ema_update(nets.G_ema, G, ema_decay)
-                        diag.report(tags.LOSS_G, adv)
-                        diag.report(tags.LOSS_MSE, torch.nn.functional.mse_loss(fake.detach(), y))
+                        gan_step.adversarial(step)
                 pbar.update(1)
 
                 # Probe writes, then the one scalar write of the step (health reads its history).
@@ -719,23 +759,11 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         save_checkpoint(cfg, run_dir, step, info, nets, stream, diag, monitor)
                 if stop:
                     run.preempted()
-                    log.warning(
-                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
-                        cfg.preempt.signal,
-                        step,
-                        run_dir,
-                        run.exit_code,
-                    )
+                    common.log_preempted(preempt, step, run_dir, run.exit_code)
                     break
     finally:
-        pbar.close()
-        verdict = monitor.finish(run.step)
-        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
-        log.info("diagnostics cost:\n%s", writer.cost_report())
-        writer.close()
+        verdict = common.end_run(run, monitor=monitor, writer=writer, pbar=pbar, lock=lock)
         distributed.cleanup(info)
-        if lock is not None:
-            lock.release()
 
     summary = run.summary(run_dir, preempt, health=verdict, skill=probes.last_skill)
     if info.is_main:
