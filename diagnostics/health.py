@@ -97,7 +97,6 @@ import fnmatch
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,6 +104,7 @@ from pathlib import Path
 import torch
 
 from . import tags
+from .rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -575,9 +575,7 @@ class HealthMonitor:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "health.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.summary(), indent=2, default=str))
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps(self.summary(), indent=2, default=str), path)
 
     def verdict(self) -> str:
         """One paragraph on the run's health."""

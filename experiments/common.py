@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from diagnostics import tags
+from diagnostics.rundir import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,35 +88,9 @@ def set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(d: Path) -> None:
-    """Make a rename in ``d`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``path.tmp``, fsync, rename, fsync the directory: ``path`` is old or new, never half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no partial file left behind, the previous one untouched
-        raise
-    _fsync_dir(path.parent)
-    return path
+_fsync_dir = (
+    fsync_dir  # the helpers live in diagnostics/rundir.py (the library writes run files too)
+)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -653,7 +628,7 @@ class Preemption:
 
     def __init__(self, signame: str = "SIGUSR2") -> None:
         if signame not in self.SIGNALS:
-            raise ValueError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
+            raise RunError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
         import signal
 
         self.signame = signame
@@ -706,21 +681,21 @@ def report_exit(code: int) -> None:
         (Path(d) / f"rank{os.environ.get('RANK', '0')}").write_text(str(int(code)))
 
 
-def run_main(
-    fn: Callable[[], Mapping],
-    *,
-    bad_input: tuple[type[BaseException], ...],
-    stopped: tuple[type[BaseException], ...],
-) -> None:
+def run_main(fn: Callable[[], Mapping], *, bad_input: tuple[type[BaseException], ...] = ()) -> None:
     """Call a script's ``train`` and exit with the documented status: 0 done, 2 bad input
-    (``bad_input`` or ``RunError``; one line, no traceback), 3 ``stopped``, 75 preempted (the
-    summary's ``exit_code``). Anything else propagates (Hydra prints it, exit 1)."""
+    (``RunError``, ``ConfigError``, ``DataError`` and ``bad_input``: raised on purpose with a
+    message that says what to fix; one line, no traceback), 3 ``StopTraining``, 75 preempted
+    (the summary's ``exit_code``). Anything else, a bare ``ValueError`` from inside training
+    included, is a bug: it propagates with its traceback (exit 1)."""
+    from experiments.data.errors import DataError
+    from experiments.schema import ConfigError
+
     try:
         code = int(fn().get("exit_code", 0))
-    except stopped as e:
+    except StopTraining as e:
         log.error("%s", e)
         code = EXIT_STOPPED
-    except (RunError, *bad_input) as e:
+    except (RunError, ConfigError, DataError, *bad_input) as e:
         log.error("%s", e)
         code = EXIT_BAD_INPUT
     except BaseException:

@@ -36,9 +36,16 @@ from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame
 from diagnostics.writer import Writer
-from experiments import common
+from experiments import common, schema
 from experiments.data.climate import ClimateData, load_climate
-from experiments.models.autoencoder import DenseAutoencoder, make_optimizer, masked_mse
+from experiments.models.autoencoder import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    DenseAutoencoder,
+    make_optimizer,
+    masked_mse,
+)
+from experiments.schema import ConfigError
 
 log = logging.getLogger("train_autoencoder")
 
@@ -49,22 +56,26 @@ StopTraining = common.StopTraining  # the non-finite guard or a health check wit
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Semantic checks Hydra cannot express; fail before touching data."""
-    t = cfg.train
-    if int(t.n_epochs) < 1 or int(t.steps_per_epoch) < 1 or int(t.batch_size) < 1:
-        raise ValueError("train.n_epochs, train.steps_per_epoch and train.batch_size must be >= 1")
-    for key in ("snapshot.every", "frames.every", "checkpoint.every"):
-        if int(OmegaConf.select(cfg, key)) < 1:
-            raise ValueError(f"{key} must be >= 1")
+    """Types and ranges (``schema.AUTOENCODER``) and the values a schema cannot express; fail
+    before touching data (``ConfigError``, exit 2)."""
+    schema.check(cfg, schema.AUTOENCODER)
     if cfg.frames.quantity not in ("bias", "norm"):
-        raise ValueError(f"frames.quantity must be 'bias' or 'norm', got {cfg.frames.quantity!r}")
+        raise ConfigError(f"frames.quantity must be 'bias' or 'norm', got {cfg.frames.quantity!r}")
+    for key, choices in (
+        ("model.activation", ACTIVATIONS),
+        ("model.out_activation", ACTIVATIONS),
+        ("optim.name", OPTIMIZERS),
+    ):
+        v = str(OmegaConf.select(cfg, key))
+        if (v.lower() if key == "optim.name" else v) not in choices:
+            raise ConfigError(f"{key}={v!r}: choose from {sorted(choices)}")
 
 
 def load_data(cfg: DictConfig) -> ClimateData:
     """The fields named by ``cfg.data``; wrong paths or variables raise here, naming them."""
     d = cfg.data
     if OmegaConf.is_missing(d, "paths"):
-        raise ValueError(
+        raise ConfigError(
             "data.paths is not set: give the NetCDF files, e.g. data.paths=[/data/prmsl.nc]"
         )
     paths = [d.paths] if isinstance(d.paths, str) else list(d.paths)
@@ -77,7 +88,7 @@ def load_data(cfg: DictConfig) -> ClimateData:
         sample_dim=d.get("sample_dim"),
     )
     if not 0 <= int(cfg.probe_index) < data.val.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"probe_index {cfg.probe_index} outside the {data.val.shape[0]} validation fields"
         )
     log.info(
@@ -392,11 +403,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    common.run_main(
-        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
-        bad_input=(ValueError, FileNotFoundError, KeyError),
-        stopped=(StopTraining,),
-    )
+    common.run_main(lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)))
 
 
 if __name__ == "__main__":

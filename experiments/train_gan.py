@@ -40,11 +40,12 @@ from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
-from experiments import common, distributed
+from experiments import common, distributed, schema
 from experiments.data import mantle, plausibility
 from experiments.gan_probe import Probes
 from experiments.losses import content_loss, critic_loss, generator_loss, gradient_penalty
 from experiments.models.gan3d import Critic, Generator, ema_update, init_weights, upsample
+from experiments.schema import ConfigError
 
 log = logging.getLogger("train_gan")
 
@@ -55,70 +56,30 @@ StopTraining = common.StopTraining  # a guard (non-finite values, a health check
 
 
 # ------------------------------------------------------------------------------------------ data
-# Keys whose type a command-line override can get wrong (Hydra keeps "many" as a string).
-INT_KEYS = (
-    "seed",
-    "threads",
-    "data.factor",
-    "train.steps",
-    "train.batch_size",
-    "train.n_critic",
-    "train.pretrain_steps",
-    "diagnostics.every",
-    "log.slices_every",
-    "log.physics_every",
-    "log.n_probe",
-    "log.n_noise_draws",
-    "log.n_skill",
-    "snapshot.every",
-    "checkpoint.every",
-    "checkpoint.n_keep",
-    "embed.every",
-    "embed.n_items",
-)
-FLOAT_KEYS = (
-    "train.lambda_gp",
-    "train.lr_g",
-    "train.lr_d",
-    "train.ema_decay",
-    "train.content_weight",
-)
-
-
 def check_config(cfg: DictConfig) -> None:
-    """Types and values Hydra cannot check without a schema; fail before touching data."""
-    bad = []
-    for key, kind in [(k, int) for k in INT_KEYS] + [(k, float) for k in FLOAT_KEYS]:
-        v = OmegaConf.select(cfg, key)
-        ok = isinstance(v, int | float) and not isinstance(v, bool)
-        if kind is int and ok:
-            ok = float(v).is_integer()
-        if not ok:
-            bad.append(f"{key}={v!r} (expected {'an integer' if kind is int else 'a number'})")
-        elif kind is int and key not in ("seed", "train.pretrain_steps") and v < 1:
-            bad.append(f"{key}={v!r} (expected >= 1)")
-    if bad:
-        raise ValueError("bad config values: " + "; ".join(bad))
+    """Types and ranges (``schema.GAN``) and the values a schema cannot express; fail before
+    touching data (``ConfigError``, exit 2)."""
+    schema.check(cfg, schema.GAN)
     f = int(cfg.data.factor)
     if f & (f - 1):
-        raise ValueError(f"data.factor must be a power of two >= 1, got {f}")
+        raise ConfigError(f"data.factor must be a power of two >= 1, got {f}")
     crop = list(cfg.data.crop)
     if len(crop) != 3 or any(not isinstance(c, int) or c % f for c in crop):
-        raise ValueError(
+        raise ConfigError(
             f"data.crop must be 3 integer sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
         )
     if not 0.0 <= float(cfg.train.ema_decay) < 1.0:
-        raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.train.content_loss not in ("mse", "l1"):
-        raise ValueError(
+        raise ConfigError(
             f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
         )
     if cfg.data.train_steps is None and not 0 <= float(cfg.data.val_fraction) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"data.val_fraction={cfg.data.val_fraction} leaves no training files (expected [0, 1))"
         )
     if cfg.amp not in ("none", "bf16"):
-        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
+        raise ConfigError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
 
 
 def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[int]]:
@@ -160,7 +121,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     if cfg.data.dir is None:
         presets = {"default": mantle.DEFAULT, "tiny": mantle.TINY}
         if cfg.data.builtin not in presets:
-            raise ValueError(
+            raise ConfigError(
                 f"data.builtin must be one of {sorted(presets)}, got {cfg.data.builtin!r}"
             )
         data_dir = mantle.ensure_builtin(cfg.data.cache_dir, **presets[cfg.data.builtin])
@@ -201,7 +162,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     f = int(cfg.data.factor)
     shape = (n_r - len(drop_r), n_lat, n_lon)
     if any(c > s for c, s in zip(crop, shape, strict=True)):
-        raise ValueError(
+        raise ConfigError(
             f"data.crop {list(crop)} is larger than the fields (r, lat, lon) = {list(shape)}"
         )
     lazy = cfg.data.lazy
@@ -209,7 +170,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
         n_bytes = mantle.dataset_bytes(len(paths), len(variables), shape)
         lazy = n_bytes > float(cfg.data.memory_gb) * 2**30
     elif not isinstance(lazy, bool):
-        raise ValueError(f"data.lazy must be true, false or auto, got {lazy!r}")
+        raise ConfigError(f"data.lazy must be true, false or auto, got {lazy!r}")
 
     def dataset(steps: list[int], part: list, *, roll: bool, seed: int):
         if lazy:
@@ -278,7 +239,7 @@ class BatchStream:
         from torch.utils.data.distributed import DistributedSampler
 
         if n_items < batch_size * info.world:
-            raise ValueError(
+            raise ConfigError(
                 f"{n_items} training samples are fewer than batch_size x ranks = {batch_size * info.world}"
             )
         self.sampler = DistributedSampler(
@@ -332,7 +293,7 @@ class Batches:
     ):
         self.device, self.fixed_input, self._fixed = torch.device(device), fixed_input, None
         if n_workers < 0 or prefetch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.n_workers must be >= 0 and data.prefetch >= 1, got {n_workers}, {prefetch}"
             )
         self.dataset, self.stream, self.n_workers, self.prefetch = (
@@ -629,7 +590,6 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     """
     check_config(cfg)
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
-    common.check_seed(cfg.seed)
     info, device = distributed.init(cfg.device)
     cfg, run_dir, lock = common.start_run(
         cfg, out_dir, "gan", mutable=GAN_RESUME_MUTABLE, overrides=overrides, is_main=info.is_main
@@ -796,11 +756,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    common.run_main(
-        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
-        bad_input=(mantle.DataError, ValueError, FileNotFoundError),
-        stopped=(StopTraining,),
-    )
+    common.run_main(lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)))
 
 
 if __name__ == "__main__":

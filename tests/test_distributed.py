@@ -18,17 +18,26 @@ from diagnostics import Diagnostics, Writer
 KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
 
 
-def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
+def _init(rank: int, world: int, port: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _identity_ddp() -> DDP:
+    """A DDP-wrapped 1 -> 1 linear layer with weight 1 and bias 0 (the identity)."""
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.zero_()
+    return DDP(nn.Sequential(lin))
+
+
+def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
+    _init(rank, world, port)
     try:
-        lin = nn.Linear(1, 1)
-        with torch.no_grad():
-            lin.weight.fill_(1.0)
-            lin.bias.zero_()
-        model = DDP(nn.Sequential(lin))
+        model = _identity_ddp()
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         writer = Writer(run_dir, rank=rank)
         # Rank 0 sees 0.1 three times, rank 1 sees 9.0 five times (identity layer, lr 0).
@@ -76,18 +85,11 @@ def test_histograms_summed_across_ranks_and_one_event_file(tmp_path):
 
 
 def _stream_worker(rank: int, world: int, run_dir: str, port: int) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    _init(rank, world, port)
     try:
         from diagnostics.gan import GanBalance
 
-        lin = nn.Linear(1, 1)
-        with torch.no_grad():
-            lin.weight.fill_(1.0)
-            lin.bias.zero_()
-        model = DDP(nn.Sequential(lin))
+        model = _identity_ddp()
         writer = Writer(run_dir, rank=rank)
         cfg = {"every": 2, "record_every": 1, "weights": {"enabled": False}}
         diag = Diagnostics({"M": model}, None, writer, cfg, total_steps=2)

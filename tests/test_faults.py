@@ -236,3 +236,35 @@ def test_autoencoder_preemption_saves_exits_75_and_resumes_exactly(tmp_path):
     assert summary["status"] == "preempted" and summary["preempt"]["signal"] == "SIGTERM"
     step = summary["step"]
     assert common.load_latest_checkpoint(run)[1]["step"] == step
+
+
+def test_exit_codes_come_from_explicit_error_types(monkeypatch):
+    """Bad input raised on purpose is exit 2 in one line; a bare ValueError from inside
+    training is a bug and keeps its traceback (it propagates; Hydra exits 1)."""
+    from experiments.data.errors import DataError, MissingFileError
+    from experiments.schema import ConfigError
+
+    monkeypatch.delenv(common.EXIT_DIR_ENV, raising=False)
+
+    def raising(e):
+        def fn():
+            raise e
+
+        return fn
+
+    for err, code in [
+        (ConfigError("train.steps=0"), common.EXIT_BAD_INPUT),
+        (DataError("bad file"), common.EXIT_BAD_INPUT),
+        (MissingFileError("x.nc not found"), common.EXIT_BAD_INPUT),
+        (common.RunError("locked"), common.EXIT_BAD_INPUT),
+        (common.StopTraining("nan"), common.EXIT_STOPPED),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            common.run_main(raising(err))
+        assert e.value.code == code, err
+    with pytest.raises(SystemExit) as e:
+        common.run_main(lambda: {"exit_code": common.EXIT_PREEMPTED})
+    assert e.value.code == common.EXIT_PREEMPTED
+    for bug in (ValueError("shape mismatch inside training"), KeyError("oops")):
+        with pytest.raises(type(bug)):
+            common.run_main(raising(bug))
