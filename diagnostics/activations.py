@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import tags
 from .hooks import DEFAULT_TYPES, Hooks, select_modules
 from .render import colorful_panel, fraction_panel
 from .stats import HistSpec, accumulate, make_spec, summarize
@@ -212,7 +213,7 @@ class ActivationStats:
             s = summarize(b, self.spec, dead_bins=self.dead_bins)
             if s["n"] == 0:
                 continue  # the layer ran no training-mode forward since the last write
-            tag = f"act/{mname}/{lname}"
+            tag = tags.act(mname, lname)
             scalars[f"{tag}/mean"] = s["mean"]
             scalars[f"{tag}/std"] = s["std"]
             scalars[f"{tag}/dead"] = s["dead"]

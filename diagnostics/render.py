@@ -356,7 +356,6 @@ def colorful_panel(
     vmax: float | None = None,
     plot_w: int = AX_MIN_W,
     plot_h: int = 168,
-    cmap: str = "viridis",
     gap_rgb=(160, 160, 160),
 ) -> np.ndarray:
     """The colorful dimension with its axes: log1p(counts) of ``cols`` (n_bins + 2, n_cols)
@@ -376,11 +375,11 @@ def colorful_panel(
             f"got {cols.shape}"
         )
     rows, n = cols.shape
-    m = np.log1p(np.maximum(cols, 0.0))[::-1]  # image row 0 is the top: overflow
-    top = float(np.nanmax(m)) if np.isfinite(m).any() else 0.0
-    vmax = top if vmax is None else float(vmax)
-    vmax = vmax if vmax > 0 else 1.0
-    rgb = apply_cmap(m, 0.0, vmax, cmap, nan_rgb=gap_rgb)
+    if vmax is None:
+        m = np.log1p(np.maximum(cols, 0.0))
+        vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
+    vmax = float(vmax) if vmax > 0 else 1.0
+    rgb = colorful_dimension(cols, vmax=vmax, nan_rgb=gap_rgb)  # overflow at the top
     rh = max(1, plot_h // rows)
     img = np.repeat(rgb, rh, axis=0)[:, _columns(n, plot_w)]
     # edge j lies between row j (from the bottom, row 0 = underflow) and row j + 1
@@ -391,7 +390,7 @@ def colorful_panel(
         title=title,
         x_ticks=_step_ticks(steps, n, img.shape[1]),
         y_ticks=y_ticks,
-        bar=(0.0, vmax, cmap, "log1p(count)"),
+        bar=(0.0, vmax, CMAPS["counts"], "log1p(count)"),
     )
 
 
@@ -489,3 +488,36 @@ def lines_panel(
     y_ticks = [(int(round(px(0, v)[1])), _tick(v)) for v in (hi, 0.5 * (lo + hi), lo)]
     x_ticks = [(int(px(i, 0)[0]), str(int(s))) for i, s in ((i, list(steps)[i]) for i in _ticks(n))]
     return axes_panel(img, title=title, x_ticks=x_ticks, y_ticks=y_ticks)
+
+
+def colorful_dimension(
+    counts: np.ndarray,
+    *,
+    vmax: float | None = None,
+    upto: int | None = None,
+    fy: int = 1,
+    fx: int = 1,
+    nan_rgb=(128, 128, 128),
+) -> np.ndarray:
+    """The colorful dimension (fast.ai): ``log1p`` of histogram counts over time, one way for
+    TensorBoard and video.
+
+    Args:
+        counts: (n_bins, n_cols) host counts, bin 0 (underflow) drawn at the bottom.
+        vmax: upper colour limit of ``log1p(count)``; None: this image's maximum. A video passes
+            the sequence's maximum so that its frames compare.
+        upto: columns after this index are drawn ``nan_rgb`` (not yet written).
+        fy, fx: integer upscale factors.
+    """
+    # counts: (n_bins, n_cols)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2:
+        raise ValueError(f"colorful_dimension expects (n_bins, n_cols), got {counts.shape}")
+    m = np.log1p(np.maximum(counts, 0.0))[::-1].astype(np.float32)  # row 0 of an image: its top
+    if upto is not None:
+        m[:, upto + 1 :] = np.nan
+    if vmax is None:
+        finite = m[np.isfinite(m)]
+        vmax = float(finite.max()) if finite.size else 1.0
+    rgb = apply_cmap(m, 0.0, vmax if vmax > 0 else 1e-6, CMAPS["counts"], nan_rgb=nan_rgb)
+    return np.repeat(np.repeat(rgb, max(1, fy), axis=0), max(1, fx), axis=1)

@@ -71,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from .render import colorbar, fit_label_above, lines_panel, pad_even, tile
+from .rundir import atomic_write_text, commit
 from .weight_images import (  # noqa: F401 - re-exported
     GAP_RGB,
     fit_factor,
@@ -769,7 +770,7 @@ def encode_video(
             raise ValueError(f"{final}: no frames to write")
         writer.close()
         writer = None
-        os.replace(tmp, final)
+        commit(tmp, final)
         return n
     finally:
         if writer is not None:
@@ -897,9 +898,7 @@ def _read_index(path: Path) -> dict:
 
 
 def _write_index(path: Path, index: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(index, indent=1), path)
 
 
 def render_runs(
