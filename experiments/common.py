@@ -629,8 +629,9 @@ def check_seed(seed) -> None:
 def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
     """``summary.json`` written atomically: after any stop it says how the run ended."""
     atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / SUMMARY_FILE)
-    at = f" at step {summary['step']}" if summary.get("step") is not None else ""
-    log.info("%s%s; run directory: %s", summary.get("status", "ended"), at, Path(run_dir).resolve())
+    if summary.get("status") != "running":  # the start was logged by open_run
+        at = f" at step {summary['step']}" if summary.get("step") is not None else ""
+        log.info("%s%s; run directory: %s", summary.get("status"), at, Path(run_dir).resolve())
 
 
 SUMMARY_FILE = "summary.json"  # how the run ended, its metrics (both scripts; README "Run files")
