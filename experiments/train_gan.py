@@ -43,7 +43,13 @@ from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
 from experiments import common, distributed
 from experiments.data import mantle, plausibility
-from experiments.losses import content_loss, critic_loss, generator_loss, gradient_penalty
+from experiments.losses import (
+    content_loss,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    trilinear_reference,
+)
 from experiments.models.gan3d import Critic, Generator, ema_update, init_weights, upsample
 
 log = logging.getLogger("train_gan")
@@ -113,6 +119,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.train.content_loss not in ("mse", "l1"):
         raise ValueError(
             f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
+        )
+    if cfg.train.content_norm not in ("none", "trilinear"):
+        raise ValueError(
+            f"train.content_norm must be 'none' or 'trilinear', got {cfg.train.content_norm!r}"
         )
     if cfg.data.train_steps is None and not 0 <= float(cfg.data.val_fraction) < 1:
         raise ValueError(
@@ -478,6 +488,16 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     skill_y = skill_y.to(device)
     skill_up = upsample(skill_x.to(device), int(cfg.data.factor))
     last_skill: dict = {}  # min-max scaled: [0, 1] over the training set
+    # train.content_norm=trilinear: per-variable references (trilinear's loss on fixed training
+    # crops) that the pretraining MSE and the content loss divide each variable's loss by.
+    ref_mse = ref_content = None
+    if cfg.train.content_norm == "trilinear":
+        ref_x, ref_y, _ = train_ds.probe_samples(256, seed=int(cfg.log.probe_seed) + 3)
+        ref_mse = trilinear_reference(ref_x, ref_y, int(cfg.data.factor), "mse").to(device)
+        ref_content = trilinear_reference(
+            ref_x, ref_y, int(cfg.data.factor), cfg.train.content_loss
+        ).to(device)
+        log.info("content reference (trilinear %s per variable): %s", "mse", ref_mse.tolist())
 
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
     diag = Diagnostics(
@@ -711,7 +731,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 with autocast:
                     if step <= int(cfg.train.pretrain_steps):
                         x, y = batch()
-                        loss_g = torch.nn.functional.mse_loss(G_fw(x), y)
+                        loss_g = content_loss(G_fw(x), y, "mse", ref_mse)
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
@@ -733,7 +753,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         adv = generator_loss(D_fw(fake, upsample(x, f)))
                         loss_g = adv
                         if float(cfg.train.content_weight) > 0:
-                            content = content_loss(fake, y, cfg.train.content_loss)
+                            content = content_loss(fake, y, cfg.train.content_loss, ref_content)
                             loss_g = adv + float(cfg.train.content_weight) * content
                             meter.add("loss/G_content", content)
                         opt_g.zero_grad(set_to_none=True)
@@ -825,6 +845,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
         "health": verdict,
         "skill": last_skill,
+        "content_reference": None
+        if ref_mse is None
+        else dict(zip(variables, ref_mse.tolist(), strict=True)),
         "preempt": {"signal": preempt.received_name, "step": step}
         if status == "preempted"
         else None,
