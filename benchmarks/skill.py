@@ -84,7 +84,7 @@ def seed_table(rows: list[tuple[Path, dict, dict, dict]]) -> str:
     if not rows:
         return "(no runs)"
     variables = list(rows[0][2]["gan_mse_ratio"])
-    head = f"{'run':<10} {'quantity':<22}" + "".join(f"{v:>12}" for v in variables)
+    head = f"{'run':<14} {'quantity':<22}" + "".join(f"{v:>12}" for v in variables)
     lines = [head, "-" * len(head)]
     quantities = [
         ("MSE/tri GAN", "gan_mse_ratio"),
@@ -94,10 +94,11 @@ def seed_table(rows: list[tuple[Path, dict, dict, dict]]) -> str:
         ("high-k trilinear", "trilinear_spectrum_high"),
     ]
     for run, info, c, ev in rows:
+        name = f"{run.parent.parent.name}/{run.name}"
         for label, key in quantities:
             if key in c:
                 vals = "".join(f"{c[key][v]:>12.3f}" for v in variables)
-                lines.append(f"{run.name:<10} {label:<22}{vals}")
+                lines.append(f"{name:<14} {label:<22}{vals}")
         timing = (
             f"wall {info['wall_s']:.0f} s, CPU {info['cpu_s']:.0f} s"
             if "wall_s" in info
@@ -105,7 +106,7 @@ def seed_table(rows: list[tuple[Path, dict, dict, dict]]) -> str:
         )
         a = c.get("a_regression_beats_trilinear_10pct")
         lines.append(
-            f"{run.name:<10} step {ev['step']}, {ev['n_crops']} crops, {timing}; "
+            f"{name:<14} step {ev['step']}, {ev['n_crops']} crops, {timing}; "
             f"(a) regression/trilinear {c.get('regression_mse_ratio', float('nan')):.3f} "
             f"{'PASS' if a else 'FAIL'}; (b) band {'PASS' if c['b_spectrum_in_band'] else 'FAIL'}, "
             f"MSE<=2x {'PASS' if c['b_mse_at_most_2x'] else 'FAIL'}"

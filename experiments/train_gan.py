@@ -488,16 +488,14 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     skill_y = skill_y.to(device)
     skill_up = upsample(skill_x.to(device), int(cfg.data.factor))
     last_skill: dict = {}  # min-max scaled: [0, 1] over the training set
-    # train.content_norm=trilinear: per-variable references (trilinear's loss on fixed training
-    # crops) that the pretraining MSE and the content loss divide each variable's loss by.
-    ref_mse = ref_content = None
+    # train.content_norm=trilinear: per-variable references (trilinear's content loss on fixed
+    # training crops) that the adversarial phase's content loss divides each variable's loss by.
+    ref_content = None
     if cfg.train.content_norm == "trilinear":
         ref_x, ref_y, _ = train_ds.probe_samples(256, seed=int(cfg.log.probe_seed) + 3)
-        ref_mse = trilinear_reference(ref_x, ref_y, int(cfg.data.factor), "mse").to(device)
-        ref_content = trilinear_reference(
-            ref_x, ref_y, int(cfg.data.factor), cfg.train.content_loss
-        ).to(device)
-        log.info("content reference (trilinear %s per variable): %s", "mse", ref_mse.tolist())
+        kind = cfg.train.content_loss
+        ref_content = trilinear_reference(ref_x, ref_y, int(cfg.data.factor), kind).to(device)
+        log.info("content reference (trilinear %s per variable): %s", kind, ref_content.tolist())
 
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
     diag = Diagnostics(
@@ -731,7 +729,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 with autocast:
                     if step <= int(cfg.train.pretrain_steps):
                         x, y = batch()
-                        loss_g = content_loss(G_fw(x), y, "mse", ref_mse)
+                        loss_g = torch.nn.functional.mse_loss(G_fw(x), y)
                         opt_g.zero_grad(set_to_none=True)
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
@@ -846,8 +844,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         "health": verdict,
         "skill": last_skill,
         "content_reference": None
-        if ref_mse is None
-        else dict(zip(variables, ref_mse.tolist(), strict=True)),
+        if ref_content is None
+        else dict(zip(variables, ref_content.tolist(), strict=True)),
         "preempt": {"signal": preempt.received_name, "step": step}
         if status == "preempted"
         else None,

@@ -191,7 +191,7 @@ def test_stabilisers_are_in_the_checkpoint(stab_run):
 
 def test_content_reference_in_summary_and_used_by_pretraining(stab_run, cache_dir):
     """train.content_norm=trilinear: the reference against numpy on the same training crops, and
-    the pretraining loss is in units of it (~1 where the untrained generator is trilinear)."""
+    the content loss is in units of it (~1 this close to the trilinear start)."""
     run, summary = stab_run
     cfg = gan_cfg(cache_dir, *STAB)
     _, train_ds, _, _, _, _ = load_data(cfg, run, write=False)
@@ -201,9 +201,9 @@ def test_content_reference_in_summary_and_used_by_pretraining(stab_run, cache_di
     ref = summary["content_reference"]
     assert list(ref) == list(cfg.data.variables)
     np.testing.assert_allclose(list(ref.values()), want.mean(axis=1), rtol=1e-4)
-    first = events(run).Scalars("loss/G_mse")[0]
-    assert first.step == 2
-    assert 0.3 < first.value < 3.0  # unnormalised it would be ~1e-4 (scaled units)
+    first = events(run).Scalars("loss/G_content")[0]
+    assert first.step == 4
+    assert 0.3 < first.value < 3.0  # unnormalised it is ~1e-4 (scaled units)
 
 
 def test_skill_tags_and_summary(stab_run):
