@@ -137,6 +137,7 @@ def main() -> int:
         out_root = Path(args.out_root)
         out_root.mkdir(parents=True, exist_ok=True)
         runs = train_runs(args.seeds, out_root, args.jobs, args.overrides)
+    runs = dict(sorted(runs.items(), key=lambda kv: str(kv[0])))  # seed order, not finish order
     load1 = os.getloadavg()
     setting = (
         f"torch threads 1 per process (OMP_NUM_THREADS=1, threads=1), {os.cpu_count()} cores seen, "
