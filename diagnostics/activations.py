@@ -1,26 +1,79 @@
 """Activation statistics per hooked layer: fast.ai's colorful dimension and dead-activation chart.
 
-Forward hooks add each training-mode output's histogram (fixed edges, default 40 bins of |a| on
-[0, 10] with under/overflow), moments and NaN/Inf counts into a device buffer per layer
-(:mod:`diagnostics.stats`). At each write the summed buffers arrive on the host once; here they
-become TensorBoard records under ``act/<model>/<layer>/...``: a native histogram, ``mean``,
-``std``, ``dead``, ``nan_count``, ``inf_count`` scalars, and the two images ``colorful`` (log1p of
-the bins-by-writes matrix, bin 0 at the bottom, writes to the right) and ``dead_chart``.
+Forward hooks add each training-mode output's histogram, moments and NaN/Inf counts into a device
+buffer per layer (:mod:`diagnostics.stats`). At each write the summed buffers arrive on the host
+once; here they become TensorBoard records under ``act/<model>/<layer>/...``: a native histogram,
+``mean``, ``std``, ``dead``, ``nan_count``, ``inf_count`` scalars, and the two images ``colorful``
+(log1p of the bins-by-writes matrix, bin 0 at the bottom, writes to the right) and ``dead_chart``.
+
+Bins (default ``transform: auto``): log10|a| is counted on a fine fixed grid (:data:`AUTO_GRID`,
+0.005 decades from 1e-10 to 1e4, under/overflow outside); at the first write in which a layer has
+nonzero finite values its window of ``n_bins`` (default 40) coarse bins, each a whole number of
+fine bins, is fitted to that write's values and frozen for the run. Every layer so gets bins that
+fit its own scale (a Tanh, a 0.02-init generator, a raw conv alike), counts still add across steps
+and ranks, and each coarse count is an exact sum of fine counts. Exact zeros are underflow. A
+fixed ``transform`` (``none``, ``abs``, ``log10abs``) with ``lo``/``hi``/``n_bins`` or ``edges``
+gives one fixed grid for every layer instead.
+
+Dead (default): the fraction of a layer's units that gave no nonzero output over the whole
+interval since the previous write, a unit being a channel (dim 1, conv layout) or, for Linear,
+RNN and attention outputs and 2-D tensors, a feature (last dim). A ReLU fed only negatives is 100 %
+dead, a healthy ReLU (half its outputs zero, every unit sometimes on) 0 %, a LeakyReLU or Tanh
+never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k bins.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .hooks import DEFAULT_TYPES, Hooks, select_modules
 from .render import apply_cmap
 from .stats import HistSpec, accumulate, make_spec, summarize
+
+# Fine grid of the adaptive bins: log10|a| in 0.005-decade steps (1.2 % relative) over [1e-10, 1e4).
+AUTO_GRID = HistSpec(lo=-10.0, hi=4.0, n_bins=2800, transform="log10abs")
+# Window fitted at the first write: from this quantile of the nonzero values to the largest value,
+# widened by AUTO_BELOW / AUTO_ABOVE of that span below / above (room for growth in training).
+AUTO_QUANTILE = 1e-3
+AUTO_BELOW = 0.25
+AUTO_ABOVE = 0.5
+# Modules whose output's last dim holds the units (features); other outputs: dim 1 (channels).
+LAST_DIM_UNITS: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.RNNBase, nn.MultiheadAttention)
+
+
+def fit_window(counts: np.ndarray, n_bins: int, n_fine: int = AUTO_GRID.n_bins) -> tuple[int, int]:
+    """``(j0, k)``: ``n_bins`` coarse bins of ``k`` fine bins from fine bin ``j0``, fitted to ``counts``.
+
+    ``counts`` ``(n_fine + 2,)`` are fine-grid counts (underflow first, overflow last); raises
+    ValueError when no fine bin holds a value (nothing to fit yet).
+    """
+    c = np.asarray(counts, np.float64)[1:-1]
+    if c.shape != (n_fine,) or not c.sum() > 0:
+        raise ValueError("fit_window needs counts (n_fine + 2,) with a value in some fine bin")
+    cum = np.cumsum(c)
+    lo = int(np.searchsorted(cum, AUTO_QUANTILE * cum[-1]))
+    hi = int(np.flatnonzero(c)[-1]) + 1
+    span = hi - lo
+    lo, hi = lo - math.ceil(AUTO_BELOW * span), hi + math.ceil(AUTO_ABOVE * span)
+    k = min(max(1, math.ceil((hi - lo) / n_bins)), n_fine // n_bins)
+    width = k * n_bins
+    j0 = lo - (width - (hi - lo)) // 2  # spare bins split between both ends
+    return min(max(j0, 0), n_fine - width), k
+
+
+def coarsen(counts: np.ndarray, j0: int, k: int, n_bins: int) -> np.ndarray:
+    """Coarse ``(n_bins + 2,)`` counts (underflow, bins, overflow) from fine ``counts``."""
+    c = np.asarray(counts, np.float64)
+    a, b = 1 + j0, 1 + j0 + k * n_bins
+    return np.concatenate([[c[:a].sum()], c[a:b].reshape(n_bins, k).sum(axis=1), [c[b:].sum()]])
 
 
 def _merge_columns(m: np.ndarray, max_cols: int, how: str) -> np.ndarray:
@@ -135,8 +188,29 @@ class ActivationStats:
 
     def __init__(self, models: Mapping[str, nn.Module], cfg: Mapping | None = None) -> None:
         cfg = dict(cfg or {})
-        self.spec: HistSpec = make_spec(cfg, lo=0.0, hi=10.0, n_bins=40, transform="abs")
-        self.dead_bins = int(cfg.get("dead_bins", 1))
+        transform = cfg.get("transform")
+        fixed_keys = [k for k in ("lo", "hi", "edges") if cfg.get(k) is not None]
+        if transform is None:
+            transform = "abs" if fixed_keys else "auto"  # lo/hi/edges alone: the old |a| grid
+        self.auto = transform == "auto"
+        self.n_bins = int(cfg.get("n_bins") or 40)
+        if self.auto:
+            if fixed_keys:
+                raise ValueError(
+                    f"diagnostics.activations: {fixed_keys} need a fixed transform (none, abs or "
+                    "log10abs); transform auto fits each layer's edges itself"
+                )
+            if not 1 <= self.n_bins <= AUTO_GRID.n_bins:
+                raise ValueError(f"activations.n_bins: 1..{AUTO_GRID.n_bins} with auto bins")
+            self.spec: HistSpec = AUTO_GRID  # what the hooks count; windows make n_bins of it
+        else:
+            cfg = {k: v for k, v in cfg.items() if v is not None}
+            self.spec = make_spec(
+                cfg | {"transform": transform}, lo=0.0, hi=10.0, n_bins=40, transform=transform
+            )
+            self.n_bins = self.spec.n_bins
+        db = cfg.get("dead_bins")
+        self.dead_bins = int(db) if db is not None else None  # None: dead units
         types = cfg.get("types", None)
         types = DEFAULT_TYPES if types is None else tuple(types)
         self.layers: list[tuple[str, str, nn.Module]] = []
@@ -149,15 +223,22 @@ class ActivationStats:
         self.seconds = 0.0  # host time inside hooks (launch time only on a GPU)
         self.bufs: list[torch.Tensor] = []
         # bounded histories (memory and per-write cost flat in run length)
-        self.columns = [ColumnHistory(self.spec.n_counts) for _ in self.layers]
+        self.columns = [ColumnHistory(self.n_bins + 2) for _ in self.layers]
         self.dead_hist = [ColumnHistory(1) for _ in self.layers]
-        self._snap = [np.zeros(self.spec.n_counts) for _ in self.layers]
+        self._snap = [np.zeros(self.n_bins + 2) for _ in self.layers]
+        self._snap_dead = [[0.0, 0] for _ in self.layers]  # sum of dead fractions, writes
+        # auto bins: (j0, k) per layer once frozen; None before (and the fixed grid's layers)
+        self.windows: list[tuple[int, int] | None] = [None] * len(self.layers)
+        # dead units: running max |a| per unit since the last write, made at the first call
+        self.unit_dim = [-1 if isinstance(m, LAST_DIM_UNITS) else 1 for _, _, m in self.layers]
+        self.units: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._unit_bad = [False] * len(self.layers)
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
         self._warned = False
 
     def sizes(self) -> list[int]:
-        """Buffer length per layer."""
-        return [self.spec.size] * len(self.layers)
+        """Buffer length per layer: the histogram buffer, then dead units and units."""
+        return [self.spec.size + 2] * len(self.layers)
 
     def bind(self, views: list[torch.Tensor]) -> None:
         """Use these views of the shared flat buffer, one per layer."""
@@ -167,8 +248,30 @@ class ActivationStats:
         if not self.active:
             return
         t0 = time.perf_counter()
-        accumulate(self.bufs[i], out, self.spec)
+        accumulate(self.bufs[i][: self.spec.size], out, self.spec)
+        if self.dead_bins is None and not self._unit_bad[i]:
+            self._units(i, out)
         self.seconds += time.perf_counter() - t0
+
+    def _units(self, i: int, out: torch.Tensor) -> None:
+        # out: any shape; units along unit_dim (channels of (B, C, ...) or features of (..., F)).
+        x = out.detach()
+        if x.ndim == 0 or x.numel() == 0:
+            return
+        d = self.unit_dim[i] % x.ndim if x.ndim >= 2 else 0
+        u = self.units[i]
+        if u is not None and u.numel() != x.shape[d]:
+            if d == x.ndim - 1:
+                self._unit_bad[i] = True  # the feature count itself changes: no fixed units
+                self.units[i] = None
+                return
+            # dim 1 changed size (a sequence length, not channels): units are the last dim
+            self.unit_dim[i], d, u = -1, x.ndim - 1, None
+        m = x.abs().amax(dim=[j for j in range(x.ndim) if j != d]) if x.ndim > 1 else x.abs()
+        if u is None:
+            self.units[i] = m.float()
+        else:
+            torch.maximum(u, m.float(), out=u)
 
     def register(self) -> None:
         """Register the forward hooks."""
@@ -178,9 +281,65 @@ class ActivationStats:
         """Remove the forward hooks."""
         self._hooks.remove()
 
+    def edges(self, i: int) -> np.ndarray:
+        """Layer ``i``'s ``n_bins + 1`` edges (of log10|a| with auto bins; provisional until frozen)."""
+        if not self.auto:
+            return self.spec.bin_edges()
+        j0, k = self._window(i)
+        return AUTO_GRID.bin_edges()[j0 : j0 + k * self.n_bins + 1 : k]
+
+    def _window(self, i: int) -> tuple[int, int]:
+        if self.windows[i] is not None:
+            return self.windows[i]
+        # Nothing in a fine bin yet (only zeros, or nothing): any window gives the same counts.
+        k = max(1, AUTO_GRID.n_bins // (2 * self.n_bins))
+        return (AUTO_GRID.n_bins - k * self.n_bins) // 2, k
+
+    def pre_reduce(self) -> None:
+        """Before the write's reduce: each layer's dead and total unit counts into its buffer.
+
+        The unit maxima are MAX-reduced across ranks first (a unit alive on any rank is alive);
+        the counts then ride in the one host copy of the flat buffer (rank 0 adds them).
+        """
+        if self.dead_bins is None and self.layers:
+            n_layers = len(self.layers)
+            n = [0 if u is None else u.numel() for u in self.units]
+            ok = [n[i] > 0 and not self._unit_bad[i] for i in range(n_layers)]
+            rank0 = True
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                rank0 = dist.get_rank() == 0
+                device = self.bufs[0].device
+                # unit counts must agree across ranks (a rank without the layer saw no active unit)
+                lo = [x if x else 2**62 for x in n]
+                bad = [int(b) for b in self._unit_bad]
+                t = torch.tensor(n + [-x for x in lo] + bad, dtype=torch.int64, device=device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                t = t.tolist()
+                n, lo, bad = (
+                    t[:n_layers],
+                    [-x for x in t[n_layers : 2 * n_layers]],
+                    t[2 * n_layers :],
+                )
+                ok = [n[i] > 0 and lo[i] == n[i] and not bad[i] for i in range(n_layers)]
+                for i in range(n_layers):
+                    if ok[i] and self.units[i] is None:
+                        self.units[i] = torch.zeros(n[i], device=device)
+                parts = [self.units[i] for i in range(n_layers) if ok[i]]
+                if parts:
+                    flat = torch.cat(parts)
+                    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+                    for u, v in zip(parts, flat.split([p.numel() for p in parts]), strict=True):
+                        u.copy_(v)
+            for i in range(n_layers):
+                if ok[i] and rank0:
+                    u = self.units[i]
+                    self.bufs[i][-2] += (u == 0).sum()
+                    self.bufs[i][-1] += u.numel()
+                if self.units[i] is not None:
+                    self.units[i].zero_()
+
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, images: bool) -> None:
         """Turn host buffers (one per layer) into records; scalars go into ``scalars``."""
-        edges = self.spec.bin_edges()
         if not self._warned:
             self._warned = True
             silent = [
@@ -194,45 +353,60 @@ class ActivationStats:
                     f"first write at step {step}: {', '.join(silent)}",
                     stacklevel=3,
                 )
+        size = self.spec.size
         for i, ((mname, lname, _), b) in enumerate(zip(self.layers, host, strict=True)):
-            s = summarize(b, self.spec, dead_bins=self.dead_bins)
+            s = summarize(b[:size], self.spec, dead_bins=self.dead_bins or 1)
             if s["n"] == 0:
                 continue  # the layer ran no training-mode forward since the last write
+            counts = s["counts"]
+            if self.auto:
+                if self.windows[i] is None and counts[1:-1].sum() > 0:
+                    self.windows[i] = fit_window(counts, self.n_bins)  # frozen from here on
+                counts = coarsen(counts, *self._window(i), self.n_bins)
+            if self.dead_bins is not None:
+                dead = s["dead"]
+            else:  # dead units / units; NaN where the units are unknown
+                dead = float(b[size] / b[size + 1]) if b[size + 1] > 0 else float("nan")
             tag = f"act/{mname}/{lname}"
             scalars[f"{tag}/mean"] = s["mean"]
             scalars[f"{tag}/std"] = s["std"]
-            scalars[f"{tag}/dead"] = s["dead"]
+            scalars[f"{tag}/dead"] = dead
             scalars[f"{tag}/nan_count"] = s["nan_count"]
             scalars[f"{tag}/inf_count"] = s["inf_count"]
-            self.columns[i].add(s["counts"], step)
-            self.dead_hist[i].add(np.array([s["dead"]]), step)
-            self._snap[i] += s["counts"]
+            self.columns[i].add(counts, step)
+            self.dead_hist[i].add(np.array([dead]), step)
+            self._snap[i] += counts
+            if math.isfinite(dead):
+                self._snap_dead[i][0] += dead
+                self._snap_dead[i][1] += 1
             if writer is not None:
-                writer.histogram(f"{tag}/hist", s["counts"], edges, step)
+                writer.histogram(f"{tag}/hist", counts, self.edges(i), step)
                 if images:
                     writer.image(f"{tag}/colorful", colorful_image(self.columns[i].array()), step)
                     writer.image(f"{tag}/dead_chart", dead_chart(self.dead_hist[i].mean()[0]), step)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
-        """Counts (int64) and dead fraction per layer since the previous call; resets them."""
+        """Counts (int64), edges and dead fraction (mean over the writes) per layer since the
+        previous call; resets them."""
         out = {}
         for i, (mname, lname, _) in enumerate(self.layers):
             c = self._snap[i]
-            total = c.sum()
             out[f"act_hist/{mname}/{lname}"] = np.rint(c).astype(np.int64)
-            dead = c[1 : 1 + self.dead_bins].sum() / total if total > 0 else np.nan
-            out[f"act_dead/{mname}/{lname}"] = np.asarray(dead, dtype=np.float64)
+            out[f"act_edges/{mname}/{lname}"] = self.edges(i)
+            total, k = self._snap_dead[i]
+            out[f"act_dead/{mname}/{lname}"] = np.asarray(total / k if k else np.nan, np.float64)
             self._snap[i] = np.zeros_like(c)
+            self._snap_dead[i] = [0.0, 0]
         return out
 
     def meta(self) -> dict:
-        """Run-wide facts for snapshots: edges, transform, layers per model."""
+        """Run-wide facts for snapshots: edges (fixed bins; auto: per snapshot), transform, layers."""
         layers: dict[str, list[str]] = {}
         for mname, lname, _ in self.layers:
             layers.setdefault(mname, []).append(lname)
         return {
-            "act_edges": self.spec.bin_edges().tolist(),
-            "act_transform": self.spec.transform,
+            "act_edges": [] if self.auto else self.spec.bin_edges().tolist(),
+            "act_transform": "auto" if self.auto else self.spec.transform,
             "act_dead_bins": self.dead_bins,
             "layers": layers,
         }

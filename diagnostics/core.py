@@ -348,6 +348,8 @@ class Diagnostics:
         if self.params:
             with self._timed("params"):
                 self.params.measure_weights(self._reduce_max)
+        if self.act:
+            self.act.pre_reduce()  # dead-unit counts into the flat buffer (a collective)
         with self._timed("reduce"):
             red = self._flat
             if on and world > 1:
