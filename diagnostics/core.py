@@ -275,9 +275,12 @@ class Diagnostics:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # A collective at exit is safe only when every rank got here normally.
+        self._close(final_write=exc_type is None)
+
+    def _close(self, *, final_write: bool) -> None:
         try:
-            # A collective at exit is safe only when every rank got here normally.
-            if exc_type is None and self.enabled and self._pending and self._last_step is not None:
+            if final_write and self.enabled and self._pending and self._last_step is not None:
                 self._write(self._last_step)
         finally:
             self._remove()
@@ -288,13 +291,16 @@ class Diagnostics:
                 self.writer.flush()
 
     def attach(self) -> Diagnostics:
-        """Register the hooks outside a ``with`` block; pair with :meth:`detach`."""
+        """Register the hooks outside a ``with`` block (idempotent); pair with :meth:`detach`."""
+        if self._entered:
+            return self
         return self.__enter__()
 
-    def detach(self) -> None:
-        """Remove the hooks without the end-of-run write; entering again re-attaches them."""
-        self._remove()
-        self._entered = False
+    def detach(self, *, final_write: bool = True) -> None:
+        """Remove the hooks, as leaving the ``with`` block does: with ``final_write`` the steps
+        since the last write are written first; pass False after an exception (no collective)."""
+        if self._entered:
+            self._close(final_write=final_write)
 
     def _remove(self) -> None:
         if self.act:
