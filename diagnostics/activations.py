@@ -350,7 +350,9 @@ class ActivationStats:
             if silent:
                 warnings.warn(
                     f"diagnostics: selected layers never ran a training-mode forward before the "
-                    f"first write at step {step}: {', '.join(silent)}",
+                    f"first write at step {step}: {', '.join(silent)} (a model compiled and run "
+                    "before Diagnostics was attached keeps its graph without the hooks: pass the "
+                    "compiled module itself)",
                     stacklevel=3,
                 )
         size = self.spec.size

@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .activations import ActivationStats
-from .hooks import unwrap
+from .hooks import is_compiled, unwrap
 from .params import ParamStats
 from .stats import layout
 
@@ -114,20 +114,7 @@ def _check_models(models) -> dict[str, nn.Module]:
     for k, m in models.items():
         if not isinstance(k, str) or not isinstance(m, nn.Module):
             raise TypeError(f"models: expected str -> nn.Module, got {k!r} -> {type(m).__name__}")
-        _check_not_compiled(k, m)
     return dict(models)
-
-
-def _check_not_compiled(name: str, m: nn.Module) -> None:
-    # Forward hooks inside a torch.compile graph are traced once or skipped by dynamo, which gives
-    # statistics that differ from eager without a word; refuse rather than show wrong numbers.
-    compiled = getattr(m, "_compiled_call_impl", None) is not None
-    if hasattr(m, "_orig_mod") or compiled:
-        raise ValueError(
-            f"models[{name!r}] is compiled (torch.compile / nn.Module.compile): activation hooks "
-            "are not supported inside compiled graphs; pass the eager module, or set "
-            "activations.enabled=false"
-        )
 
 
 def _check_optimizers(optimizers, models) -> dict[str, torch.optim.Optimizer] | None:
@@ -183,7 +170,8 @@ class Diagnostics:
 
     Args:
         models: name -> module (DDP modules are unwrapped), or one bare module (named ``model``).
-            Compiled modules are refused with an error (hooks inside compiled graphs).
+            Compiled modules (``torch.compile``, ``Module.compile``) are watched through their
+            eager module; their statistics equal eager ones (hooks run eagerly at graph breaks).
         optimizers: name -> optimizer, a list of optimizers, or one optimizer; gradients are
             measured right before each ``step()``.
         writer: a :class:`diagnostics.Writer`, an existing ``SummaryWriter`` (reused), a log
@@ -225,6 +213,9 @@ class Diagnostics:
             )
             self.record_every = fixed
         self.writer = writer
+        # A compiled graph traced before the hooks existed never calls them (dynamo skips hook
+        # guards): attach resets the compile caches so the next call traces them in.
+        self._compiled = any(is_compiled(m) for m in models.values())
         self.models = {k: unwrap(m) for k, m in models.items()}
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.write_seconds: dict[str, float] = defaultdict(float)
@@ -263,6 +254,8 @@ class Diagnostics:
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Diagnostics:
         if self.enabled:
+            if self._compiled:
+                torch.compiler.reset()
             try:
                 if self.act:
                     self.act.register()
