@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from diagnostics.activations import AUTO_GRID, coarsen, fit_window
+from diagnostics.activations import AUTO_GRID, accumulate_log2, coarsen, fit_window
 from diagnostics.core import Diagnostics
+from diagnostics.stats import summarize
 from diagnostics.writer import Writer
+from experiments.models.dcgan import dcgan
 from tests.gan_helpers import events, gan_cfg
 
 MIN_BINS = 10  # the issue's bar: each layer's colorful image uses at least this many bins
@@ -29,27 +31,37 @@ def occupied(ea, prefix: str) -> dict[str, int]:
 
 
 def test_fit_window_and_coarsen_exact_vs_numpy():
-    # log10|a| at fine-bin centres (no value within rounding of an edge), both signs, zeros.
+    # |a| = 2**(j/64 + 1/128): log2 at fine-bin centres (no value within rounding of an edge),
+    # both signs, exact zeros, one +Inf and one NaN; through the hooks' own accumulate_log2.
     rng = np.random.default_rng(0)
-    logs = -3.0 + 0.005 * rng.integers(0, 600, 5000) + 0.0025  # 1e-3 .. 1e0
-    x = np.concatenate([rng.choice([-1, 1], 5000) * 10**logs, np.zeros(7)]).astype(np.float32)
-    spec = AUTO_GRID
-    from diagnostics.stats import histogram
-
-    fine = histogram(torch.from_numpy(x), spec).double().numpy()
+    logs = -10.0 + (rng.integers(0, 640, 5000) + 0.5) / 64  # 2**-10 .. 2**0
+    x = np.concatenate([rng.choice([-1, 1], 5000) * 2.0**logs, np.zeros(7), [np.inf, np.nan]])
+    buf2 = torch.zeros(AUTO_GRID.size, dtype=torch.float64)
+    accumulate_log2(buf2, torch.from_numpy(x.astype(np.float32)))
+    # a non-contiguous view (a transposed conv-like tensor) counts the same
+    xt = torch.from_numpy(x[:5000].astype(np.float32)).view(50, 100)
+    b1, b2 = (torch.zeros(AUTO_GRID.size, dtype=torch.float64) for _ in range(2))
+    accumulate_log2(b1, xt.t())
+    accumulate_log2(b2, xt.contiguous())
+    nc = AUTO_GRID.n_counts
+    assert torch.equal(b1[:nc], b2[:nc]) and b1[nc] == b2[nc]  # counts exact; sums in any order
+    torch.testing.assert_close(b1[nc:], b2[nc:], rtol=1e-5, atol=0.0)
+    s = summarize(buf2.numpy(), AUTO_GRID)
+    assert s["n"] == 5009 and s["nan_count"] == 1 and s["inf_count"] == 1
+    fine = s["counts"]
     j0, k = fit_window(fine, 40)
     coarse = coarsen(fine, j0, k, 40)
-    edges = AUTO_GRID.bin_edges()[j0 : j0 + 40 * k + 1 : k]
-    nz = np.abs(x[x != 0]).astype(np.float64)
-    ref, _ = np.histogram(np.log10(nz), edges)
+    edges = AUTO_GRID.bin_edges()[j0 : j0 + 40 * k + 1 : k]  # log2 units
+    nz = np.log2(np.abs(x[np.isfinite(x) & (x != 0)]))
+    ref, _ = np.histogram(nz, edges)
     np.testing.assert_array_equal(coarse[1:-1], ref)
-    assert coarse[0] == 7 + np.count_nonzero(np.log10(nz) < edges[0])  # zeros are underflow
-    assert coarse[-1] == np.count_nonzero(np.log10(nz) >= edges[-1])
-    # data in fine bins 1400..1999 (span 600); widened by 150 below and 300 above: 1050 fine
-    # bins -> k = 27, a 1080-bin window centred on them from fine bin 1235: [-3.825, 1.575)
-    assert (j0, k) == (1235, 27)
-    np.testing.assert_allclose(edges[[0, -1]], [-3.825, 1.575], atol=1e-9)
-    with pytest.raises(ValueError, match="nothing|a value"):
+    assert coarse[0] == 7 + np.count_nonzero(nz < edges[0])  # zeros are underflow
+    assert coarse[-1] == 1 + np.count_nonzero(nz >= edges[-1])  # +Inf is overflow
+    # data in fine bins 24 * 64 = 1536 .. 2175 (span 640); widened by 160 below and 320 above:
+    # 1120 fine bins -> k = 28, a 1120-bin window from fine bin 1376: log2|a| in [-12.5, 5)
+    assert (j0, k) == (1376, 28)
+    np.testing.assert_allclose(edges[[0, -1]], [-12.5, 5.0], atol=1e-12)
+    with pytest.raises(ValueError, match="a value"):
         fit_window(np.r_[5.0, np.zeros(AUTO_GRID.n_bins), 0.0], 40)
 
 
@@ -135,42 +147,6 @@ def test_edges_frozen_at_first_write(tmp_path):
     assert snap["act_hist/M/0"].sum() == 2 * 32 * 4
 
 
-def dcgan(nz=16, ngf=16, ndf=16):
-    """pytorch/examples DCGAN at 32 x 32, one channel, N(0, 0.02) init as there."""
-    G = nn.Sequential(
-        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False),
-        nn.BatchNorm2d(ngf * 4),
-        nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ngf * 2),
-        nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ngf),
-        nn.ReLU(True),
-        nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False),
-        nn.Tanh(),
-    )
-    D = nn.Sequential(
-        nn.Conv2d(1, ndf, 4, 2, 1, bias=False),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ndf * 2),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ndf * 4),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False),
-        nn.Sigmoid(),
-    )
-    for m in (*G.modules(), *D.modules()):
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    return G, D
-
-
 @pytest.mark.slow
 def test_dcgan_on_real_fields_uses_ten_bins_and_reads_alive(tmp_path):
     # Real inputs: HadCM3 air temperature fields (iris-sample-data), 32 x 32 crops in [-1, 1].
@@ -180,7 +156,7 @@ def test_dcgan_on_real_fields_uses_ten_bins_and_reads_alive(tmp_path):
         ["iris_sample_data:A1B_north_america.nc"], "air_temperature", val_every=10
     ).train[:, :32, :32]
     torch.manual_seed(0)
-    G, D = dcgan()
+    G, D = dcgan(nz=16, ngf=16, ndf=16, size=32)
     og = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     bce = nn.BCELoss()
