@@ -7,8 +7,8 @@ once; here they become TensorBoard records under ``act/<model>/<layer>/...``: a 
 (log1p of the bins-by-writes matrix, bin 0 at the bottom, writes to the right) and ``dead_chart``.
 
 Bins (default ``transform: auto``): |a| is counted on a fine fixed grid (:data:`AUTO_GRID`: 64
-bins per octave of log2|a|, 0.0047 decades, from 2**-34 = 5.8e-11 to 2**14 = 16384, under/overflow
-outside; TensorBoard gets the edges as log10|a|); at the first write in which a layer has
+bins per octave, the float's exponent and top 6 mantissa bits, from 2**-34 = 5.8e-11 to 2**14 =
+16384, under/overflow outside; TensorBoard gets the edges as log10|a|); at the first write in which a layer has
 nonzero finite values its window of ``n_bins`` (default 40) coarse bins, each a whole number of
 fine bins, is fitted to that write's values and frozen for the run. Every layer so gets bins that
 fit its own scale (a Tanh, a 0.02-init generator, a raw conv alike), counts still add across steps
@@ -39,48 +39,55 @@ from .hooks import DEFAULT_TYPES, Hooks, select_modules
 from .render import apply_cmap
 from .stats import HistSpec, accumulate, make_spec, summarize
 
-# Fine grid of the adaptive bins, in log2|a|: 64 bins per octave over [2**-34, 2**14).
+# Fine grid of the adaptive bins: 64 per octave over [2**-34, 2**14), the float32 bit pattern's
+# exponent and top 6 mantissa bits, so bin edges are the exact floats 2**e * (1 + m / 64): in
+# log2 units (what AUTO_GRID's edges are) 64 steps per octave, at most 1.6 % wide in |a|.
 AUTO_PER_OCTAVE = 64
-AUTO_GRID = HistSpec(lo=-34.0, hi=14.0, n_bins=48 * AUTO_PER_OCTAVE, transform="none")
-# The hook bins log2|a| of every float32 (denormals from 2**-149, finite up to 2**128) without a
-# clamp: slot 0 = exact zeros, 1.. the 64-per-octave bins, _N_SLOTS - 2 = +Inf, - 1 = NaN.
-_OFFSET = 149 * AUTO_PER_OCTAVE + 1
-_N_SLOTS = (128 + 149) * AUTO_PER_OCTAVE + 3
-_FIRST = _OFFSET + int(AUTO_GRID.lo) * AUTO_PER_OCTAVE  # slot of the grid's first fine bin
+_SHIFT = 23 - 6  # float32: 23 mantissa bits; keep 6
+_E_LO, _E_HI = -34, 14
+_FIRST = (127 + _E_LO) * AUTO_PER_OCTAVE  # slot (bits >> 17) of 2**-34
+_N_FINE = (_E_HI - _E_LO) * AUTO_PER_OCTAVE
+_N_SLOTS = 1 << (31 - _SHIFT)  # every non-negative float32 pattern >> 17
+_INF_SLOT = 0x7F800000 >> _SHIFT  # +Inf; NaN patterns lie above it
+
+
+def _fine_edges() -> tuple[float, ...]:
+    s = np.arange(_FIRST, _FIRST + _N_FINE + 1)
+    e, m = s // AUTO_PER_OCTAVE - 127, s % AUTO_PER_OCTAVE
+    return tuple((e + np.log2(1.0 + m / AUTO_PER_OCTAVE)).tolist())
+
+
+AUTO_GRID = HistSpec(edges=_fine_edges(), transform="none")  # log2|a| edges
 _SLOT_MAP: dict[str, torch.Tensor] = {}
 
 
 def _slot_map(device: torch.device) -> torch.Tensor:
-    """(_N_SLOTS,) buffer position of each bincount slot: underflow, fine bins, overflow."""
+    """(_N_SLOTS,) buffer position of each slot: underflow (zeros too), fine bins, overflow."""
     key = str(device)
     if key not in _SLOT_MAP:
-        f = AUTO_GRID.n_bins
+        f = _N_FINE
         m = torch.empty(_N_SLOTS, dtype=torch.int64)
         m[:_FIRST] = 0
         m[_FIRST : _FIRST + f] = torch.arange(1, f + 1)
-        m[_FIRST + f :] = f + 1  # finite above the grid and +Inf: overflow
-        m[-1] = f + 5  # NaN: in no bin, only in the nonfinite count (buffer slot n_counts + 3)
+        m[_FIRST + f : _INF_SLOT + 1] = f + 1  # finite above the grid and +Inf: overflow
+        m[_INF_SLOT + 1 :] = f + 5  # NaN: in no bin, only in the nonfinite count
         _SLOT_MAP[key] = m.to(device)
     return _SLOT_MAP[key]
 
 
-_SCRATCH: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_SCRATCH: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _scratch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # Reused work buffers (|x|, slot as float, slot as int32), grown to the largest activation:
-    # fresh multi-MB tensors per hook call cost more in page faults on CPU than the arithmetic.
+def _scratch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Reused work buffers (|x|, its bits >> 17), grown to the largest activation: fresh
+    # multi-MB tensors per hook call cost more in page faults on CPU than the arithmetic.
     key = str(device)
     have = _SCRATCH.get(key)
     if have is None or have[0].numel() < n:
         m = max(n, 2 * have[0].numel()) if have is not None else n
-        have = (
-            torch.empty(m, device=device),
-            torch.empty(m, device=device),
-            torch.empty(m, dtype=torch.int32, device=device),
-        )
+        have = (torch.empty(m, device=device), torch.empty(m, dtype=torch.int32, device=device))
         _SCRATCH[key] = have
-    return have[0][:n], have[1][:n], have[2][:n]
+    return have[0][:n], have[1][:n]
 
 
 def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -88,8 +95,9 @@ def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     the layout of :func:`diagnostics.stats.accumulate`; returns |x| (float32, flat) in a reused
     work buffer, valid until the next call.
 
-    Abs, log2, affine, nan_to_num and bincount into reused buffers: on CPU about 3x cheaper than
-    the general path (whose clamp, bincount over few bins and fresh tensors cost most).
+    The bin of |a| is its float32 bit pattern shifted right by 17 (exponent and 6 mantissa bits):
+    abs, one shift and one bincount into reused buffers, no log, no clamp; exact zeros, Inf and
+    NaN fall into their own slots. About 3x cheaper on CPU than the general path.
     """
     # x: any shape, any float dtype; buf: (n_fine + 6,) float64 on x's device
     if buf.shape != (AUTO_GRID.size,):
@@ -97,24 +105,22 @@ def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if x.device != buf.device:
         x = x.to(buf.device, non_blocking=True)
     flat = x.detach().reshape(-1).float()
-    a, t, idx = _scratch(flat.numel(), flat.device)
+    a, idx = _scratch(flat.numel(), flat.device)
     torch.abs(flat, out=a)
-    torch.log2(a, out=t)
-    t.mul_(float(AUTO_PER_OCTAVE)).add_(float(_OFFSET))
-    torch.nan_to_num(t, nan=_N_SLOTS - 1.0, posinf=_N_SLOTS - 2.0, neginf=0.0, out=t)
-    idx.copy_(t)  # truncation = floor: every slot is >= 0
+    torch.bitwise_right_shift(a.view(torch.int32), _SHIFT, out=idx)  # sign bit cleared: >= 0
     if idx.device.type == "cpu":
         h = torch.bincount(idx, minlength=_N_SLOTS)
     else:  # bincount on CUDA reads max() back to the host; scatter_add_ does not
         h = torch.zeros(_N_SLOTS, dtype=torch.float32, device=idx.device)
-        h.scatter_add_(0, idx.long(), torch.ones_like(t))
+        h.scatter_add_(0, idx.long(), torch.ones_like(a))
     nc = AUTO_GRID.n_counts
     h = h.to(torch.float64)
     buf.index_add_(0, _slot_map(idx.device), h)  # NaN lands in the nonfinite count
     buf[nc] += flat.numel()
     if flat.numel():
         # sum, sum of squares, and +Inf (already in overflow) into the nonfinite count too
-        buf[nc + 1 :] += torch.stack([flat.sum().double(), torch.dot(flat, flat).double(), h[-2]])
+        inf = h[_INF_SLOT]
+        buf[nc + 1 :] += torch.stack([flat.sum().double(), torch.dot(flat, flat).double(), inf])
     return a
 
 

@@ -31,8 +31,8 @@ def occupied(ea, prefix: str) -> dict[str, int]:
 
 
 def test_fit_window_and_coarsen_exact_vs_numpy():
-    # |a| = 2**(j/64 + 1/128): log2 at fine-bin centres (no value within rounding of an edge),
-    # both signs, exact zeros, one +Inf and one NaN; through the hooks' own accumulate_log2.
+    # |a| = 2**(j/64 + 1/128) for j < 640, both signs, exact zeros, one +Inf and one NaN, through
+    # the hooks' own accumulate_log2; the reference bins log2|a| in float64 on the same edges.
     rng = np.random.default_rng(0)
     logs = -10.0 + (rng.integers(0, 640, 5000) + 0.5) / 64  # 2**-10 .. 2**0
     x = np.concatenate([rng.choice([-1, 1], 5000) * 2.0**logs, np.zeros(7), [np.inf, np.nan]])
@@ -58,9 +58,10 @@ def test_fit_window_and_coarsen_exact_vs_numpy():
     assert coarse[0] == 7 + np.count_nonzero(nz < edges[0])  # zeros are underflow
     assert coarse[-1] == 1 + np.count_nonzero(nz >= edges[-1])  # +Inf is overflow
     # data in fine bins 24 * 64 = 1536 .. 2175 (span 640); widened by 160 below and 320 above:
-    # 1120 fine bins -> k = 28, a 1120-bin window from fine bin 1376: log2|a| in [-12.5, 5)
+    # 1120 fine bins -> k = 28, a 1120-bin window from fine bin 1376 = 2**-13 * (1 + 32/64) to
+    # fine bin 2496 = 2**5: |a| in [1.5 * 2**-13, 32)
     assert (j0, k) == (1376, 28)
-    np.testing.assert_allclose(edges[[0, -1]], [-12.5, 5.0], atol=1e-12)
+    np.testing.assert_allclose(edges[[0, -1]], [np.log2(1.5 * 2.0**-13), 5.0], atol=1e-12)
     with pytest.raises(ValueError, match="a value"):
         fit_window(np.r_[5.0, np.zeros(AUTO_GRID.n_bins), 0.0], 40)
 
