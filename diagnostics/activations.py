@@ -390,6 +390,12 @@ class ActivationStats:
         k = max(1, AUTO_GRID.n_bins // (2 * self.n_bins))
         return (AUTO_GRID.n_bins - k * self.n_bins) // 2, k
 
+    def discard_units(self) -> None:
+        """Forget the dead-unit maxima recorded so far (with the flat buffer's counts)."""
+        for u in self.units:
+            if u is not None:
+                u.zero_()
+
     def pre_reduce(self) -> None:
         """Before the write's reduce: each layer's dead and total unit counts into its buffer.
 

@@ -402,6 +402,8 @@ class Diagnostics:
             self.params.on_step()
         if first and self._flat is not None and step % self.record_every:
             self._flat.zero_()
+            if self.act:
+                self.act.discard_units()
         wrote = self.due("scalars", step)
         if wrote:
             self._write(step)

@@ -93,9 +93,7 @@ class DiagnosticsCallback(Callback):
         models = self._models(pl_module)
         opts = list(trainer.optimizers)
         optimizers = None if not opts else opts[0] if len(opts) == 1 else opts
-        self.diag = Diagnostics(
-            models, optimizers, self._writer(trainer), self.cfg, start_step=trainer.global_step
-        )
+        self.diag = Diagnostics(models, optimizers, self._writer(trainer), self.cfg)
         self._last = None
         self.diag.attach()
 
