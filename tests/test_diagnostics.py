@@ -60,6 +60,9 @@ def no_hooks(*modules_and_opts):
 
 
 CFG = {"every": 2, "record_every": 1}
+# fast.ai's course grid (40 bins of |a| on [0, 10], dead = lowest bin) for tests that check bins by
+# hand; the default per-layer bins and dead units are tested in test_default_bins.py
+FASTAI_GRID = {"transform": "abs", "lo": 0.0, "hi": 10.0, "n_bins": 40, "dead_bins": 1}
 
 
 def test_weights_grads_and_mode_unchanged(tmp_path):
@@ -118,9 +121,8 @@ def test_known_values_read_back(tmp_path):
     model = nn.Sequential(lin)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x = torch.tensor([[-5.0], [0.1], [0.1], [9.0]])
-    with Diagnostics(
-        {"M": model}, {"M": opt}, Writer(tmp_path), {"every": 1, "record_every": 1}
-    ) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, {"M": opt}, Writer(tmp_path), cfg) as diag:
         opt.zero_grad()
         model(x).sum().backward()  # d/dw = sum(x) = 4.2, d/db = 4
         opt.step()
@@ -156,7 +158,8 @@ def test_known_values_read_back(tmp_path):
 
 def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     model = nn.Sequential(nn.ReLU())
-    with Diagnostics({"M": model}, None, Writer(tmp_path), {"every": 1, "record_every": 1}) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, None, Writer(tmp_path), cfg) as diag:
         for step in range(3):
             model(-torch.rand(8, 5) - 0.1)
             diag.step(step)
@@ -232,7 +235,8 @@ def test_sampling_every_and_record_every():
 
 def test_snapshot_arrays_and_meta():
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    diag = Diagnostics({"M": model}, None, None, {"every": 1, "record_every": 1})
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    diag = Diagnostics({"M": model}, None, None, cfg)
     with diag:
         with torch.no_grad():
             model[0].bias.fill_(-100.0)  # every ReLU input negative
