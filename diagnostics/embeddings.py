@@ -32,16 +32,14 @@ import xarray as xr
 from . import tags
 from .render import apply_cmap, tile
 from .rundir import commit, tmp_path
+from .stats import to_numpy
 
 SPRITE_MAX_PX = 8192  # the projector does not show sprites larger than 8192 x 8192
 FILL = (224, 224, 224)
 _NC_NAME = re.compile(r"^(?P<model>.+)_step(?P<step>\d{8})\.nc$")
 
 
-def _host(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+_host = to_numpy  # diagnostics.stats: the one host copy of an array
 
 
 # ------------------------------------------------------------------------------ data array
