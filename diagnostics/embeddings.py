@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 
 from . import tags
-from .render import apply_cmap, tile
+from .render import CMAPS, apply_cmap, tile
 from .rundir import commit, tmp_path
 from .stats import to_numpy
 
@@ -194,7 +194,7 @@ def thumbnails_rgb(
     thumbs,
     px: int | None = None,
     *,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     fill=FILL,
@@ -319,7 +319,7 @@ def dendrogram(
     linkage_method: str = "ward",
     label_clusters: bool = False,
     seed: int = 0,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     thumb_px: int = 48,
@@ -413,7 +413,7 @@ def scatter_annotated(
     dims: tuple[int, int] | str = (0, 1),
     n_points: int = 12,
     seed: int = 0,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     thumb_px: int = 48,
@@ -575,7 +575,7 @@ class EmbeddingLogger:
             # fixed on the first call so the thumbnails of every later step share the norm
             self.vmin, self.vmax = _limits(th, self.vmin, self.vmax)
         style = {
-            "cmap": _get(cfg, "cmap", "viridis"),
+            "cmap": _get(cfg, "cmap", CMAPS["thumbnail"]),
             "vmin": self.vmin,
             "vmax": self.vmax,
             "thumb_px": int(_get(cfg, "thumb_px", 48)),
