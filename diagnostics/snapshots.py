@@ -34,15 +34,13 @@ import numpy as np
 import torch
 
 from .rundir import atomic_write_text, commit, tmp_path
+from .stats import to_numpy
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.npz$")
 
 
-def _host(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+_host = to_numpy  # diagnostics.stats: the one host copy of an array
 
 
 class SnapshotWriter:

@@ -332,3 +332,43 @@ def test_long_runs_keep_images_bounded():
     chart = dead_chart(np.full(2000, 0.5))
     assert chart.shape == (66, 502, 3)
     assert (chart[1:33, 1:-1] == 255).all() and (chart[33:65, 1:-1] == (200, 40, 40)).all()
+
+
+def test_loops_numbered_from_one_record_the_same_grid():
+    # No start_step: a loop from 1 records steps 2 and 4 (record_every 2), not step 1 as well.
+    m = nn.Sequential(nn.Linear(1, 1))
+    diag = Diagnostics({"M": m}, None, None, {"every": 4, "record_every": 2})
+    with diag:
+        for step in range(1, 5):
+            m(torch.ones(3, 1))
+            diag.step(step)
+    assert [s for s, _ in diag.history["act/M/0/mean"]] == [4]
+    # 3 values each of steps 2 and 4; step 1 (off the grid) was recorded and dropped: not 9.
+    assert int(diag.snapshot_arrays()["act_hist/M/0"].sum()) == 6
+
+
+def test_stream_resumes_mid_interval_with_the_same_means_and_history():
+    """Reported scalars: the interval mean over a checkpoint equals the straight run's."""
+
+    def run(steps, state=None):
+        d = Diagnostics(
+            {"m": nn.Linear(1, 1)}, cfg={"enabled": False, "every": 4, "record_every": 4}
+        )
+        if state is not None:
+            d.load_state_dict(state)
+        for step in steps:
+            d.report("loss/x", torch.tensor(float(step)))  # 1, 2, 3, ...
+            d.report("loss/w", 1.0, n=step)  # a weighted mean: n = step
+            d.step(step)
+        return d
+
+    straight = run(range(1, 9))
+    half = run(range(1, 7))
+    buf = io.BytesIO()
+    torch.save(half.state_dict(), buf)  # a checkpoint loads with weights_only=True
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    resumed = run(range(7, 9), state)
+    assert dict(straight.history) == dict(resumed.history)
+    assert straight.history["loss/x"] == [(4, 2.5), (8, 6.5)]  # (1+2+3+4)/4, (5+6+7+8)/4
+    assert straight.history["loss/w"] == [(4, 1.0), (8, 1.0)]
+    assert resumed.last_step == 8
