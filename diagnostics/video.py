@@ -200,6 +200,7 @@ def scan_snapshot(path: Path) -> dict:
         "shapes": {},
         "small": {},
         "act_hist": {},
+        "act_edges": {},
         "probe_diff": None,
         "probe_range": None,
         "keys": [],
@@ -222,6 +223,10 @@ def scan_snapshot(path: Path) -> dict:
                         )
             elif k.startswith("act_hist/"):
                 out["act_hist"][k] = np.asarray(z[k], dtype=np.int64)
+            elif k.startswith("act_edges/"):  # per-layer edges (auto bins), keyed like act_hist
+                out["act_edges"]["act_hist/" + k.removeprefix("act_edges/")] = np.asarray(
+                    z[k], dtype=np.float64
+                )
         if "probe/fake" in keys and "probe/truth" in keys:
             fake, truth = z["probe/fake"], z["probe/truth"]
             out["probe_diff"] = float(np.nanmax(np.abs(fake - truth)))
@@ -350,7 +355,9 @@ def _render_colordim(job: Job, i: int, r: int) -> np.ndarray:
         m = p["counts"][r][layer].T.astype(np.float64)
         m[:, i + 1 :] = np.nan
         nb = m.shape[0]
-        edges = p["edges"] if len(p["edges"]) == nb - 1 else np.arange(nb - 1)
+        edges = p["layer_edges"].get(layer)
+        if edges is None or len(edges) != nb - 1:
+            edges = p["edges"] if len(p["edges"]) == nb - 1 else np.arange(nb - 1)
         cells.append(
             colorful_panel(
                 m,
@@ -654,6 +661,22 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
                     "panel_w": max(len(steps), min(480, (max_px // len(runs)) // ncols - 76)),
                     "panel_h": max(nb, min(160, fit_h)),
                     "edges": list(runs[0].meta.get("act_edges") or []),
+                    # auto bins: each layer's edges as its newest snapshot has them
+                    "layer_edges": {
+                        layer: e
+                        for layer in layers
+                        for e in [
+                            next(
+                                (
+                                    runs[0].stats[s]["act_edges"][layer]
+                                    for s in reversed(steps)
+                                    if layer in runs[0].stats[s].get("act_edges", {})
+                                ),
+                                None,
+                            )
+                        ]
+                        if e is not None
+                    },
                     "value_label": VALUE_LABELS.get(str(runs[0].meta.get("act_transform", "abs"))),
                     "ncols": ncols,
                     "max_px": max_px,
