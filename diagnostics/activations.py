@@ -513,15 +513,14 @@ class ActivationStats:
                         edges,
                         hist.steps,
                         title=f"{tag} colorful dimension",
-                        transform=self.spec.transform,
+                        transform="auto" if self.auto else self.spec.transform,
                     )
                     writer.image(f"{tag}/colorful", img, step)
                     dh = self.dead_hist[i]
                     chart = dead_chart(
                         dh.mean()[0],
                         dh.steps,
-                        title=f"{tag} dead fraction: share of units with no nonzero output "
-                        "since the previous write"
+                        title=f"{tag} dead: units with no nonzero output since the last write"
                         if self.dead_bins is None
                         else f"{tag} dead fraction: share of outputs with "
                         f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
