@@ -37,7 +37,7 @@ from torch import nn
 
 from . import tags
 from .hooks import DEFAULT_TYPES, Hooks, select_modules
-from .render import colorful_dimension
+from .render import colorful_panel, fraction_panel
 from .stats import HistSpec, accumulate, make_spec, summarize
 
 # Fine grid of the adaptive bins: 64 per octave over [2**-34, 2**14), the float32 bit pattern's
@@ -232,36 +232,57 @@ class ColumnHistory:
         return self._steps[: self.n]
 
 
-def colorful_image(cols: np.ndarray, *, max_px: int = 512) -> np.ndarray:
-    """RGB uint8 image of log1p(counts), counts ``(n_counts, n_writes)``: bin 0 at the bottom
-    (``render.colorful_dimension``, as the videos draw it; colour limit: this image's max)."""
+VALUE_LABELS = {
+    "none": "activation",
+    "abs": "|activation|",
+    "log10abs": "log10 |activation|",
+    "auto": "log10 |activation|",
+}
+
+
+def colorful_image(
+    cols: np.ndarray,
+    edges=None,
+    steps=None,
+    *,
+    title: str = "colorful dimension",
+    transform: str = "abs",
+    max_px: int = 512,
+) -> np.ndarray:
+    """The colorful dimension with its axes (:func:`diagnostics.render.colorful_panel`): log1p of
+    counts ``(n_counts, n_writes)``, bin 0 at the bottom, rows labelled with ``edges`` (default:
+    bin numbers), columns with ``steps`` (default: write numbers)."""
     # cols: (n_counts, n_writes) host counts, underflow first, overflow last.
     cols = np.asarray(cols, dtype=np.float64)
     if cols.ndim != 2 or cols.shape[1] == 0:
         raise ValueError(f"colorful_image expects (n_counts, n_writes>0), got {cols.shape}")
-    cols = _merge_columns(cols, max_px, "sum")  # a long run keeps a bounded image size
-    fy = max(1, min(4, max_px // cols.shape[0]))
-    fx = max(1, min(8, max_px // cols.shape[1]))
-    return colorful_dimension(cols, fy=fy, fx=fx)
+    n = cols.shape[1]
+    steps = np.arange(n) if steps is None else np.asarray(steps)
+    edges = np.arange(cols.shape[0] - 1) if edges is None else np.asarray(edges)
+    merged = _merge_columns(cols, max_px, "sum")  # a long run keeps a bounded image size
+    steps = steps[:: -(-n // max_px)] if merged.shape[1] < n else steps
+    return colorful_panel(
+        merged,
+        edges,
+        steps,
+        title=f"{title}\nrows: {VALUE_LABELS.get(transform, transform)} bins (bottom/top row: "
+        f"below/above the edges), colour: log1p(count)",
+        value_label=VALUE_LABELS.get(transform, transform),
+        plot_h=max(168, cols.shape[0]),
+    )
 
 
 def dead_chart(
-    dead: list[float] | np.ndarray, *, height: int = 64, max_px: int = 512
+    dead: list[float] | np.ndarray, steps=None, *, title: str = "dead fraction", max_px: int = 512
 ) -> np.ndarray:
-    """RGB uint8 area chart of a dead fraction in [0, 1] per write (NaN columns stay blank)."""
+    """Area chart with axes of a dead fraction in [0, 1] per write (NaN columns stay blank)."""
     # dead: (n_writes,) fractions; y axis fixed to [0, 1] so charts compare across layers.
-    d = _merge_columns(np.asarray(dead, dtype=np.float64).reshape(1, -1), max_px, "mean")[0]
-    col_px = max(1, min(4, max_px // max(1, len(d))))  # the colorful image's column width
-    w = max(1, len(d)) * col_px
-    img = np.full((height + 2, w + 2, 3), 255, np.uint8)
-    img[0, :] = img[-1, :] = img[:, 0] = img[:, -1] = (128, 128, 128)
-    for i, v in enumerate(d):
-        if not np.isfinite(v):
-            continue
-        h = int(round(min(max(v, 0.0), 1.0) * height))
-        if h:
-            img[1 + height - h : 1 + height, 1 + i * col_px : 1 + (i + 1) * col_px] = (200, 40, 40)
-    return img
+    d0 = np.asarray(dead, dtype=np.float64).reshape(-1)
+    n = len(d0)
+    steps = np.arange(n) if steps is None else np.asarray(steps)
+    d = _merge_columns(d0.reshape(1, -1), max_px, "mean")[0]
+    steps = steps[:: -(-n // max_px)] if len(d) < n else steps
+    return fraction_panel(d, steps, title=title)
 
 
 class ActivationStats:
@@ -485,8 +506,27 @@ class ActivationStats:
             if writer is not None:
                 writer.histogram(f"{tag}/hist", counts, self.edges(i), step)
                 if images:
-                    writer.image(f"{tag}/colorful", colorful_image(self.columns[i].array()), step)
-                    writer.image(f"{tag}/dead_chart", dead_chart(self.dead_hist[i].mean()[0]), step)
+                    edges = self.edges(i)
+                    hist = self.columns[i]
+                    img = colorful_image(
+                        hist.array(),
+                        edges,
+                        hist.steps,
+                        title=f"{tag} colorful dimension",
+                        transform="auto" if self.auto else self.spec.transform,
+                    )
+                    writer.image(f"{tag}/colorful", img, step)
+                    dh = self.dead_hist[i]
+                    chart = dead_chart(
+                        dh.mean()[0],
+                        dh.steps,
+                        title=f"{tag} dead: units with no nonzero output since the last write"
+                        if self.dead_bins is None
+                        else f"{tag} dead fraction: share of outputs with "
+                        f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
+                        f"{edges[min(self.dead_bins, len(edges) - 1)]:.3g}",
+                    )
+                    writer.image(f"{tag}/dead_chart", chart, step)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Counts (int64), edges and dead fraction (mean over the writes) per layer since the

@@ -70,6 +70,7 @@ def plain(cfg) -> dict:
 
 # One default write period, the one conf/diagnostics/default.yaml states.
 DEFAULT_EVERY = 50
+COUNT_SUFFIXES = ("/nan_count", "/inf_count")  # written to TensorBoard once non-zero
 
 # Valid config keys per section; anything else is a typo and an error (``evry`` is not ignored).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
@@ -241,6 +242,7 @@ class Diagnostics:
         self.models = {k: unwrap(m) for k, m in models.items()}
         self.scalars = Scalars()
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._counts_seen: set[str] = set()
         self.last: dict[str, float] = {}
         self.write_seconds: dict[str, float] = defaultdict(float)
         self.n_writes = 0
@@ -333,6 +335,11 @@ class Diagnostics:
         self.history.clear()
         for t, v in state.get("history", {}).items():
             self.history[str(t)] = [(int(a), float(b)) for a, b in v.tolist()]
+        self._counts_seen = {
+            t
+            for t, v in self.history.items()
+            if t.endswith(COUNT_SUFFIXES) and any(b for _, b in v)
+        }
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Diagnostics:
@@ -466,9 +473,21 @@ class Diagnostics:
         with self._timed("scalars"):
             for tag, v in scalars.items():
                 self.history[tag].append((step, float(v)))
+                if tag.endswith(COUNT_SUFFIXES) and v:
+                    self._counts_seen.add(tag)
             self.last = scalars
             if writer is not None:
-                writer.scalars(scalars, step)  # the one writer call for every scalar
+                # the one writer call for every scalar; NaN/Inf counts become charts only from
+                # their first non-zero value on: a hundred flat-zero charts bury the ones that
+                # matter (the history keeps every value)
+                writer.scalars(
+                    {
+                        t: v
+                        for t, v in scalars.items()
+                        if not t.endswith(COUNT_SUFFIXES) or t in self._counts_seen
+                    },
+                    step,
+                )
         if full:
             self.n_writes += 1
             self._pending = False

@@ -108,3 +108,42 @@ def load_snapshot(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of one snapshot, loaded eagerly (no pickles allowed)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def resolve_run_dir(value: str | os.PathLike | None = None) -> Path:
+    """The run directory named by ``value`` (default: the ``RUN`` environment variable).
+
+    A relative path is looked up from the current directory, then from the directory the command
+    was typed in (``PWD``, which a Jupyter kernel started from the repository root inherits while
+    it runs in ``notebooks/``), then from each parent of the current directory. So
+    ``RUN=outputs/gan/<run> jupyter lab notebooks/gan.ipynb`` works as written. Raises
+    ``FileNotFoundError`` saying what was set and where it was looked for.
+    """
+    raw = os.environ.get("RUN", "") if value is None else str(value)
+    if not raw:
+        raise FileNotFoundError(
+            "RUN is not set: start with RUN=<run directory>, e.g. "
+            "RUN=outputs/gan/<run> jupyter lab notebooks/gan.ipynb"
+        )
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        bases = [Path("/")]
+    else:
+        cwd = Path.cwd()
+        bases = [cwd]
+        if os.environ.get("PWD"):
+            bases.append(Path(os.environ["PWD"]))
+        bases += list(cwd.parents)
+    tried = []
+    for b in bases:
+        cand = (b / p).resolve()
+        if cand in tried:
+            continue
+        tried.append(cand)
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"RUN={raw!r} is not a directory; looked for it at: "
+        + ", ".join(map(str, tried[:4]))
+        + (f" and {len(tried) - 4} parent directories" if len(tried) > 4 else "")
+    )

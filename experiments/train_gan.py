@@ -37,6 +37,7 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.gan import GanBalance
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.layout import GAN_METRICS
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
@@ -623,6 +624,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
 
     n_steps, pretrain = int(cfg.train.steps), int(cfg.train.pretrain_steps)
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
+    common.tensorboard_layout(writer, cfg, ["G", "D"], gan=True, metrics=GAN_METRICS, start=start)
     models, optimizers = {"G": nets.G, "D": nets.D}, {"G": nets.opt_g, "D": nets.opt_d}
     diag = Diagnostics(
         models,
@@ -728,7 +730,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
                     losses = {k: v for k, v in diag.last.items() if k.startswith("loss/")}
                     pbar.set_postfix({k[5:]: f"{v:.3g}" for k, v in losses.items()})
-                    log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))  # fmt: skip
+                    log.info("%s", common.console_line(step, diag.last, run.steps_per_s()))
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
                 stop = distributed.any_rank_true(preempt.requested, info)
@@ -756,7 +758,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     )
     if info.is_main:
         common.write_summary(run_dir, summary)
-    log.info("done: %s", summary)
+    log.info("done: %s", {k: summary[k] for k in ("status", "step", "steps_per_s")})
     return summary
 
 

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from diagnostics import Diagnostics, Writer
-from diagnostics.render import colormap_lut
+from diagnostics.render import AX_LEFT, AX_RIGHT, AX_TITLE, AXIS_RGB, colormap_lut
 
 KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
 
@@ -133,7 +133,10 @@ def test_known_values_read_back(tmp_path):
     assert sc["act/M/0/mean"] == pytest.approx(1.05, rel=1e-6)
     assert sc["act/M/0/std"] == pytest.approx(math.sqrt(101.61 / 3), rel=1e-6)
     assert sc["act/M/0/dead"] == pytest.approx(0.5)  # |.1| twice in [0, .25) of 4 values
-    assert sc["act/M/0/nan_count"] == 0 and sc["act/M/0/inf_count"] == 0
+    # zero-only NaN/Inf counts stay in the history but are not written as charts
+    assert "act/M/0/nan_count" not in sc and "act/M/0/inf_count" not in sc
+    assert diag.history["act/M/0/nan_count"] == [(0, 0.0)]
+    assert diag.history["act/M/0/inf_count"] == [(0, 0.0)]
     assert sc["weights/M/0.weight/norm"] == pytest.approx(1.0)
     assert sc["grad/M/0.weight/norm"] == pytest.approx(4.2, rel=1e-6)
     assert sc["grad/M/0.bias/norm"] == pytest.approx(4.0)
@@ -169,15 +172,33 @@ def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     ims = ea.Images("act/M/0/colorful")
     assert [e.step for e in ims] == [0, 1, 2]
     img = np.asarray(Image.open(io.BytesIO(ims[-1].encoded_image_string)).convert("RGB"))
-    # 42 rows (under, 40 bins, over) x 4 px high; 3 writes x 8 px wide. All values sit in bin 0,
-    # the second row from the bottom: the brightest colour there, the darkest everywhere else.
-    assert img.shape == (42 * 4, 3 * 8, 3)
+    # plot area at (AX_TITLE, AX_LEFT): 42 rows (under, 40 bins, over) x 4 px (168 // 42) high,
+    # 3 writes x 106 px (320 // 3) wide. All values sit in bin 0, the second row from the bottom:
+    # the brightest colour there, the darkest everywhere else.
     lut = colormap_lut("viridis")
-    np.testing.assert_array_equal(img[-5], np.tile(lut[-1], (24, 1)))
-    np.testing.assert_array_equal(img[0], np.tile(lut[0], (24, 1)))
-    np.testing.assert_array_equal(img[-1], np.tile(lut[0], (24, 1)))
+    plot = img[AX_TITLE : AX_TITLE + 168, AX_LEFT : AX_LEFT + 318]
+    np.testing.assert_array_equal(plot[-5], np.tile(lut[-1], (318, 1)))
+    np.testing.assert_array_equal(plot[0], np.tile(lut[0], (318, 1)))
+    np.testing.assert_array_equal(plot[-1], np.tile(lut[0], (318, 1)))
+    assert (img[AX_TITLE : AX_TITLE + 168, AX_LEFT - 1] == AXIS_RGB).all()  # the y axis
     chart = Image.open(io.BytesIO(ea.Images("act/M/0/dead_chart")[-1].encoded_image_string))
-    assert np.asarray(chart.convert("RGB"))[1, 1].tolist() == [200, 40, 40]  # full height: dead 1
+    chart = np.asarray(chart.convert("RGB"))
+    # dead 1 at every write: the 64 px plot area is red from top to bottom
+    assert (chart[AX_TITLE : AX_TITLE + 64, AX_LEFT + 1 : AX_LEFT + 318] == (200, 40, 40)).all()
+
+
+def test_nan_counts_written_from_their_first_non_zero_value(tmp_path):
+    model = nn.Sequential(nn.ReLU())  # ReLU(NaN) is NaN
+    with Diagnostics({"M": model}, None, Writer(tmp_path), {"every": 1, "record_every": 1}) as diag:
+        for step, bad in enumerate([0, 0, 2, 0]):
+            x = torch.ones(4, 3)
+            x[0, :bad] = float("nan")
+            model(x)
+            diag.step(step)
+    ea = read(tmp_path)
+    assert [(e.step, e.value) for e in ea.Scalars("act/M/0/nan_count")] == [(2, 2.0), (3, 0.0)]
+    assert "act/M/0/inf_count" not in ea.Tags()["scalars"]
+    assert [v for _, v in diag.history["act/M/0/nan_count"]] == [0, 0, 2, 0]
 
 
 def test_gan_gradients_seen_as_applied():
@@ -327,11 +348,13 @@ def test_long_runs_keep_images_bounded():
     cols = np.zeros((42, 2000))
     cols[1] = 1.0
     img = colorful_image(cols)
-    assert img.shape == (42 * 4, 500, 3)
-    np.testing.assert_array_equal(img[-5, 0], colormap_lut("viridis")[-1])
+    plot = img[AX_TITLE : AX_TITLE + 168, AX_LEFT:-AX_RIGHT]
+    assert plot.shape == (42 * 4, 500, 3)
+    np.testing.assert_array_equal(plot[-5, 0], colormap_lut("viridis")[-1])
     chart = dead_chart(np.full(2000, 0.5))
-    assert chart.shape == (66, 502, 3)
-    assert (chart[1:33, 1:-1] == 255).all() and (chart[33:65, 1:-1] == (200, 40, 40)).all()
+    chart = chart[AX_TITLE : AX_TITLE + 64, AX_LEFT:-AX_RIGHT]
+    assert chart.shape == (64, 500, 3)
+    assert (chart[1:32] != (200, 40, 40)).any(axis=2).all() and (chart[32:] == (200, 40, 40)).all()
 
 
 def test_loops_numbered_from_one_record_the_same_grid():

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from diagnostics import tags
+from diagnostics.core import COUNT_SUFFIXES
 from tests.gan_helpers import ROOT, events, gan_cfg
 
 # First path components of TensorBoard tags (not snapshot keys such as probe/ or scalar/).
@@ -37,6 +38,13 @@ def written(run_dir: Path) -> set[str]:
     for names in events(run_dir).Tags().values():
         if isinstance(names, list):
             out |= {n.removesuffix("/text_summary") for n in names}
+    # NaN/Inf counts reach the event file only from their first non-zero value
+    # (diagnostics.core.COUNT_SUFFIXES; tests/test_diagnostics.py proves both halves); every
+    # write records them in the history health reads, so a layer's or model's are "written"
+    for t in list(out):
+        if re.fullmatch(r"act/[^/]+/.+/mean|grad/[^/]+/norm", t):
+            base = t.rsplit("/", 1)[0]
+            out |= {base + s for s in COUNT_SUFFIXES}
     return out
 
 
