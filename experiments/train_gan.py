@@ -196,6 +196,10 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     coords["r"] = np.delete(coords["r"], drop_r)
     vmin, vmax = plausibility.scaling(stats[: len(train_steps)], drop_r)
     scaler = mantle.Scaler(variables, vmin, vmax)
+    # data/<file>/<var>/span etc. for the health monitor's data check at step 0
+    scaler.health_scalars = plausibility.scaling_scalars(
+        stats[: len(train_steps)], variables, drop_r, vmin, vmax
+    )
     if write:
         (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
     crop = tuple(int(c) for c in cfg.data.crop)
@@ -702,12 +706,20 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         status, exit_code = "preempted", common.EXIT_PREEMPTED
     try:
         with diag:
+            if start == 0:  # data sanity (health check "data") before any training step
+                monitor.record(0, getattr(scaler, "health_scalars", {}))
+                monitor.update(0, diag.history)
+                if distributed.any_rank_true(monitor.should_stop, info):
+                    raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
             if start == 0:  # a step-0 frame: every video starts from the untrained model
                 with writer.cost("snapshots"):
                     snapshot(0)
             for step in range(start + 1, n_steps + 1 if not early else start + 1):
                 G.train()
                 D.train()
+                if step == cfg.train.fault.lr_spike_step:  # test-only fault (benchmarks/health.py)
+                    for group in opt_g.param_groups + opt_d.param_groups:
+                        group["lr"] *= float(cfg.train.fault.lr_spike_factor)
                 with autocast:
                     if step <= int(cfg.train.pretrain_steps):
                         x, y = batch()
@@ -760,7 +772,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     with writer.cost("scalars"):
                         # Diversity is cheap (a few generator passes on the probes): every write,
                         # so mode collapse shows within two writes.
-                        balance.update_diversity(generate_probe(int(cfg.log.n_noise_draws)))
+                        draws = generate_probe(int(cfg.log.n_noise_draws))
+                        balance.update_diversity(draws)
+                        balance.update_range(draws)  # gan/outside_range: vs scaled data [0, 1]
                         vals = meter.means() | host(balance.compute())
                         balance.reset()
                         rate = (step - start) / (time.perf_counter() - t0)
