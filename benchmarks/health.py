@@ -78,6 +78,10 @@ SKILLED = [
 ]
 
 
+# The 1000-step rows write every 20 steps (skill and spectra every 40) to fit the machine.
+LONG = ["log.every=20", "log.physics_every=40", "diagnostics.every=20"]
+
+
 @dataclass
 class Entry:
     label: str  # healthy | failing
@@ -93,12 +97,19 @@ ZOO: dict[str, Entry] = {
     # healthy
     "healthy_s0": Entry("healthy", "tune", SKILLED, 300, note="skilful recipe, seed 0"),
     "healthy_long_s1": Entry(
-        "healthy", "judge", [*SKILLED, "seed=1"], 1000, note="1000 steps, seed 1, lr_d 2e-4"
+        "healthy", "judge", [*SKILLED, *LONG, "seed=1"], 1000, note="1000 steps, seed 1, lr_d 2e-4"
     ),
     "healthy_long_s2": Entry(
         "healthy",
         "judge",
-        [*SKILLED, "seed=2", "train.lr_g=5.0e-4", "train.lr_d=1.0e-4", "train.pretrain_steps=200"],
+        [
+            *SKILLED,
+            *LONG,
+            "seed=2",
+            "train.lr_g=5.0e-4",
+            "train.lr_d=1.0e-4",
+            "train.pretrain_steps=200",
+        ],
         1000,
         note="1000 steps, seed 2, lr_g 5e-4, lr_d 1e-4",
     ),

@@ -151,6 +151,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     weight = data.mask.reshape(-1).float().to(device)  # loss weight: 0 where the data are missing
     x_train = data.train.reshape(-1, n_field).to(device)
     x_val = data.val.reshape(-1, n_field).to(device)
+    # skill/mse_ratio: validation MSE over climatology's (the training-mean field), as in the metrics
+    clim_mse = float(masked_mse(x_train.mean(0).expand_as(x_val), x_val, weight))
 
     common.seed_everything(int(cfg.seed))
     model = DenseAutoencoder(
@@ -261,6 +263,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 "rng": common.rng_state(),
                 "step": step,
                 "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
+                "health": monitor.state_dict(),
                 # Named extra states: the interval sums (a resume mid-interval logs the same
                 # means as a straight run); other features add theirs here.
                 "extra": {
@@ -279,6 +282,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             history["train"].append(tr)
             history["val"].append(va)
             writer.scalar("loss/AE/val", va, step)
+            skill = {"loss/AE/val": va, "skill/mse_ratio": va / max(clim_mse, 1e-30)}
+            writer.scalar("skill/mse_ratio", skill["skill/mse_ratio"], step)
+            monitor.record(step, skill)
             arrays = state_arrays(step, tr, va)
             if diag is not None:
                 arrays |= diag.snapshot_arrays()
@@ -307,13 +313,15 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             },
         )
 
+    monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
+    if found is not None and "health" in found[1]:
+        monitor.load_state_dict(found[1]["health"])  # alerts' first steps and the verdict
     if start == 0:
         arrays = record(0, evaluate(model, x_train, weight))  # the untrained state opens the video
         write_frame(0, arrays)
         if embedder is not None:
             write_embeddings(0)
 
-    monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
     B, log_every = int(cfg.train.batch_size), int(cfg.log.every)
     loss_sum, n_sum = torch.zeros((), device=device), 0  # since the last log write
     snap_sum, n_snap = torch.zeros((), device=device), 0  # since the last snapshot
@@ -358,6 +366,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                             },
                             step,
                         )
+                    monitor.record(step, {"loss/AE/train": loss_sum / n_sum})
                     loss_sum, n_sum = torch.zeros((), device=device), 0
                     with writer.cost("health"):
                         monitor.update(step, diag.history if diag is not None else {})
