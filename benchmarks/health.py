@@ -213,14 +213,15 @@ def all_stop(health_cfg: dict) -> dict:
     }
 
 
-def run_gan(name: str, e: Entry, out: Path) -> dict:
+def run_gan(name: str, e: Entry, out: Path, extra: list[str] = ()) -> dict:
+    """Train one GAN row into ``out/name``; ``extra``: more overrides (tests: the data cache)."""
     from omegaconf import OmegaConf, open_dict
 
     from experiments.train_gan import train
 
-    ov = [*e.overrides, f"train.steps={e.steps}"]
+    ov = [*e.overrides, f"train.steps={e.steps}", *extra]
     if name == "garbage_data":
-        cache = Path(compose_cfg([]).data.cache_dir)
+        cache = Path(compose_cfg(ov).data.cache_dir)
         ov.append(f"data.dir={garbage_dir(cache, out)}")
     cfg = compose_cfg(ov)
     with open_dict(cfg):
@@ -238,7 +239,7 @@ def run_gan(name: str, e: Entry, out: Path) -> dict:
     return {"alerts": alerts, "error": error[:400], "verdict": verdict}
 
 
-def dcgan2d(name: str, e: Entry, out: Path) -> dict:
+def dcgan2d(name: str, e: Entry, out: Path, extra: list[str] = ()) -> dict:
     """A small 2D DCGAN (BCE, sigmoid discriminator) on lat-lon layers of the tiny built-in data."""
     import torch
     from torch import nn
@@ -251,7 +252,7 @@ def dcgan2d(name: str, e: Entry, out: Path) -> dict:
     opts = dict(o.split("=", 1) for o in e.overrides)
     lr_d, lr_g, d_steps = float(opts["lr_d"]), float(opts["lr_g"]), int(opts["d_steps"])
     torch.manual_seed(int(opts.get("seed", 0)))
-    cache = Path(compose_cfg([]).data.cache_dir)
+    cache = Path(compose_cfg(list(extra)).data.cache_dir)
     d = mantle.ensure_builtin(cache, **mantle.TINY)
     steps = mantle.list_steps(d)
     f = mantle.load_fields(d, steps, ["temperature"], [], validate=False)  # (T, 1, R, LAT, LON)
@@ -349,17 +350,19 @@ def score(e: Entry, alerts: list[dict]) -> dict:
     return out
 
 
-def worker(name: str, out: Path) -> None:
+def worker(name: str, out: Path, e: Entry | None = None, extra: list[str] = ()) -> dict:
+    """Run one row (``e``: a variant of ``ZOO[name]``, e.g. shorter, for the test suite)."""
     import torch
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    e = ZOO[name]
+    e = e or ZOO[name]
     t0 = time.perf_counter()
-    res = (dcgan2d if e.kind == "dcgan2d" else run_gan)(name, e, out)
+    res = (dcgan2d if e.kind == "dcgan2d" else run_gan)(name, e, out, list(extra))
     row = {"run": name, **asdict(e), **res, "seconds": round(time.perf_counter() - t0, 1)}
     row |= score(e, res["alerts"])
     (out / f"{name}.row.json").write_text(json.dumps(row, indent=2, default=str))
+    return row
 
 
 def table(rows: list[dict]) -> str:

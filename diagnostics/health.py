@@ -74,22 +74,63 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
         n_writes: 3
       mode_collapse:
         tags: ["gan/diversity"]
-        min: 1.0e-3         # diversity below this for n_writes consecutive writes ...
+        min: 1.0e-4         # diversity below this for n_writes consecutive writes ...
         n_writes: 2
         rising: 1.5         # ... and not growing by this factor over them (null: ignore the trend);
                             # learned noise scales start at 0, so a healthy run starts near 0 but rises
         warmup_frac: 0.1    # quiet for the first 10 % of the run, for the same reason
+        after_tags: ["loss/G"]  # only writes from the first adversarial loss on (pretraining
+                            # with MSE ignores the noise by design)
       spectrum:
         tags: ["spectrum/*/ratio_high"]
         low: 0.2            # generated/truth power at high k outside [low, high] ...
         high: 5.0
         n_writes: 3         # ... for n_writes consecutive writes after the warm-up
         warmup_frac: 0.5
+      value_range:          # generated values leaving the scaled data range [0, 1] (+-10 %)
+        tags: ["gan/outside_range"]   # GanBalance.update_range on the probe draws, every write
+        max: 0.02           # fraction outside above this for n_writes
+        n_writes: 2
+        picture: slices/G/probe0
+      blowup:               # a loss far above its best so far (generator blow-up, lr spike)
+        tags: ["loss/mse", "loss/G_mse", "loss/AE/train", "loss/AE/val"]
+        factor: 10.0        # > factor x min of the earlier writes (>= n_ref of them) ...
+        n_ref: 2
+        n_writes: 2         # ... for n_writes
+        floor: 1.0e-12
+      skill:                # worse than the baseline AND getting worse
+        tags: ["skill/mse_ratio"]  # GAN: MSE over trilinear's; autoencoder: over climatology's
+        max: 1.0            # above the baseline for n_writes and rising, or ...
+        hard_max: 10.0      # ... above this and not below improve x the first of those writes
+        improve: 0.8
+        n_writes: 2
+        picture: skill/figure
+        warmup_frac: 0.1
+      critic_oscillation:   # the critic's real-fake score swinging
+        tags: ["gan/gap"]
+        window: 6           # over the last window writes ...
+        n_flips: 3          # ... sign flips beyond +-floor, or
+        floor: 1.0
+        amplitude: 50.0     # ... a peak-to-peak range above this
+      discriminator_wins:   # loss-type aware: bce (sigmoid D) | hinge | wgan (quiet) | auto
+        loss: auto          # auto: loss/gp in the stream means WGAN-GP, else BCE
+        real_tag: gan/score_real
+        fake_tag: gan/score_fake
+        p_max: 0.95         # bce: sigmoid(score_real) > p_max and sigmoid(score_fake) < 1 - p_max
+        margin: 1.0         # hinge: score_real > margin and score_fake < -margin
+        n_writes: 3
+      data:                 # step 0: data that make the min-max scaling meaningless
+        policy: stop
+        tags: ["data/*/*/span"]  # experiments.data.plausibility.scaling_scalars
+        min_span: 1.0e-3    # median file's 1-99 % span over the scaling range below this
+
+Every alert records its evidence (``Evidence``: tag, step, value, the reference it was compared
+with, and the TensorBoard tag of the picture that shows it) in health.json, the console line and
+the ``health/alerts`` text; the verdict lists them and ends with "What to do: (1) ...".
 
 Every check also takes ``enabled`` (default true), ``policy`` and ``warmup_frac`` (fraction of
 ``total_steps`` before which the check stays quiet; 0 without ``total_steps``). For an autoencoder,
-disable ``critic_overpowering``, ``mode_collapse`` and ``spectrum`` (or leave them: with no matching tags
-they stay quiet).
+disable the GAN checks (conf/health/autoencoder.yaml does; with no matching tags they stay quiet).
 """
 
 from __future__ import annotations
