@@ -326,7 +326,7 @@ def dcgan2d(name: str, e: Entry, out: Path, extra: list[str] = ()) -> dict:
                 vals |= {k: float(v) for k, v in spectrum_scalars(["temperature"], spec).items()}
             G.train()
             bal.reset()
-            vals |= {"loss/D": float(loss_d), "loss/G": float(loss_g)}
+            vals |= {"loss/D": float(loss_d.detach()), "loss/G": float(loss_g.detach())}
             mon.record(step, vals)
             mon.update(step, {})
             if mon.should_stop:

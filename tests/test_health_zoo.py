@@ -28,7 +28,7 @@ ROWS = {
     ),
     "garbage_data": dict(steps=40),
     "g_blowup": dict(steps=80),
-    "dcgan_d_wins": dict(steps=150),
+    "dcgan_d_wins": dict(steps=300),
 }
 EXPECT = {"garbage_data": "data", "g_blowup": None, "dcgan_d_wins": "discriminator_wins"}
 
