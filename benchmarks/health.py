@@ -56,7 +56,6 @@ BASE = [
     "model.d.n_blocks=1",
     "train.batch_size=2",
     "train.n_critic=2",
-    "log.every=10",
     "log.physics_every=20",
     "log.slices_every=100000",
     "log.weight_images=false",
@@ -79,7 +78,7 @@ SKILLED = [
 
 
 # The 1000-step rows write every 20 steps (skill and spectra every 40) to fit the machine.
-LONG = ["log.every=20", "log.physics_every=40", "diagnostics.every=20"]
+LONG = ["log.physics_every=40", "diagnostics.every=20"]
 
 
 @dataclass
@@ -299,6 +298,7 @@ def dcgan2d(name: str, e: Entry, out: Path, extra: list[str] = ()) -> dict:
     bal = GanBalance()
     z_probe = torch.randn(4, 8, nz, generator=torch.Generator().manual_seed(1))
     B = 16
+    history: dict[str, list[tuple[int, float]]] = {}
     for step in range(1, e.steps + 1):
         for _ in range(d_steps):
             real = real_all[torch.randint(len(real_all), (B,))]
@@ -327,8 +327,9 @@ def dcgan2d(name: str, e: Entry, out: Path, extra: list[str] = ()) -> dict:
             G.train()
             bal.reset()
             vals |= {"loss/D": float(loss_d.detach()), "loss/G": float(loss_g.detach())}
-            mon.record(step, vals)
-            mon.update(step, {})
+            for k, v in vals.items():
+                history.setdefault(k, []).append((step, v))
+            mon.update(step, history)
             if mon.should_stop:
                 break
     mon.finish(step)

@@ -200,11 +200,8 @@ def test_scaling_scalars_against_numpy(tmp_path):
     out = plausibility.scaling_scalars(stats, ["temperature"], [5], vmin, vmax)
     assert out["data/spherical002/temperature/span"] > 0.5
     mon = HealthMonitor(None)
-    mon.record(
-        0,
-        plausibility.scaling_scalars(stats, ["temperature"], [], *plausibility.scaling(stats, [])),
-    )
-    mon.update(0, {})
+    sc = plausibility.scaling_scalars(stats, ["temperature"], [], *plausibility.scaling(stats, []))
+    mon.update(0, {k: [(0, v)] for k, v in sc.items()})
     assert mon.should_stop and "spherical001" in mon.stop_reason
 
 

@@ -42,7 +42,12 @@ def _first(run_dir, check):
 def test_gan_alert_first_step_and_verdict_survive_resume_and_rerun(cache_dir, tmp_path):
     from experiments.train_gan import train
 
-    common = ["log.every=2", "log.physics_every=2", "log.slices_every=100", "embed.enabled=false"]
+    common = [
+        "diagnostics.every=2",
+        "log.physics_every=2",
+        "log.slices_every=100",
+        "embed.enabled=false",
+    ]
     common += ["checkpoint.every=4", *ALWAYS]
     straight = tmp_path / "straight"
     train(gan_cfg(cache_dir, "train.steps=8", *common), straight)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from diagnostics import tags
 from experiments.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,7 @@ def scaling_scalars(
             bulk = float(np.nanmedian(s.qhi[i, keep] - s.qlo[i, keep]))
             own = float(np.nanmax(s.vmax[i, keep]) - np.nanmin(s.vmin[i, keep]))
             absmax = np.nanmax(np.abs(np.stack([s.vmin[i, keep], s.vmax[i, keep]])), axis=0)
-            out[f"data/{stem}/{v}/span"] = bulk / rng
-            out[f"data/{stem}/{v}/range_share"] = own / rng
-            out[f"data/{stem}/{v}/extreme_layer"] = float(idx[int(np.nanargmax(absmax))])
+            out[tags.data(stem, v, "span")] = bulk / rng
+            out[tags.data(stem, v, "range_share")] = own / rng
+            out[tags.data(stem, v, "extreme_layer")] = float(idx[int(np.nanargmax(absmax))])
     return out
