@@ -48,7 +48,7 @@ from torch import nn
 
 from . import tags
 from .activations import ActivationStats
-from .hooks import unwrap
+from .hooks import is_compiled, unwrap
 from .params import ParamStats
 from .stats import Scalars, layout
 
@@ -124,20 +124,7 @@ def _check_models(models) -> dict[str, nn.Module]:
     for k, m in models.items():
         if not isinstance(k, str) or not isinstance(m, nn.Module):
             raise TypeError(f"models: expected str -> nn.Module, got {k!r} -> {type(m).__name__}")
-        _check_not_compiled(k, m)
     return dict(models)
-
-
-def _check_not_compiled(name: str, m: nn.Module) -> None:
-    # Forward hooks inside a torch.compile graph are traced once or skipped by dynamo, which gives
-    # statistics that differ from eager without a word; refuse rather than show wrong numbers.
-    compiled = getattr(m, "_compiled_call_impl", None) is not None
-    if hasattr(m, "_orig_mod") or compiled:
-        raise ValueError(
-            f"models[{name!r}] is compiled (torch.compile / nn.Module.compile): activation hooks "
-            "are not supported inside compiled graphs; pass the eager module, or set "
-            "activations.enabled=false"
-        )
 
 
 def _check_optimizers(optimizers, models) -> dict[str, torch.optim.Optimizer] | None:
@@ -194,7 +181,8 @@ class Diagnostics:
 
     Args:
         models: name -> module (DDP modules are unwrapped), or one bare module (named ``model``).
-            Compiled modules are refused with an error (hooks inside compiled graphs).
+            Compiled modules (``torch.compile``, ``Module.compile``) are watched through their
+            eager module; their statistics equal eager ones (hooks run eagerly at graph breaks).
         optimizers: name -> optimizer, a list of optimizers, or one optimizer; gradients are
             measured right before each ``step()``.
         writer: a :class:`diagnostics.Writer`, an existing ``SummaryWriter`` (reused), a log
@@ -247,6 +235,9 @@ class Diagnostics:
         for name, p in (periods or {}).items():
             self.periods[name] = self._multiple_of_every(name, int(p))
         self.writer = writer
+        # A compiled graph traced before the hooks existed never calls them (dynamo skips hook
+        # guards): attach resets the compile caches so the next call traces them in.
+        self._compiled = any(is_compiled(m) for m in models.values())
         self.models = {k: unwrap(m) for k, m in models.items()}
         self.scalars = Scalars()
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -346,6 +337,8 @@ class Diagnostics:
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Diagnostics:
         if self.enabled:
+            if self._compiled:
+                torch.compiler.reset()
             try:
                 if self.act:
                     self.act.register()
@@ -358,9 +351,12 @@ class Diagnostics:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # A collective at exit is safe only when every rank got here normally.
+        self._close(final_write=exc_type is None)
+
+    def _close(self, *, final_write: bool) -> None:
         try:
-            # A collective at exit is safe only when every rank got here normally.
-            if exc_type is None and self._pending and self._last_step is not None:
+            if final_write and self._pending and self._last_step is not None:
                 self._write(self._last_step)
         finally:
             self._remove()
@@ -371,13 +367,16 @@ class Diagnostics:
                 self.writer.flush()
 
     def attach(self) -> Diagnostics:
-        """Register the hooks outside a ``with`` block; pair with :meth:`detach`."""
+        """Register the hooks outside a ``with`` block (idempotent); pair with :meth:`detach`."""
+        if self._entered:
+            return self
         return self.__enter__()
 
-    def detach(self) -> None:
-        """Remove the hooks without the end-of-run write; entering again re-attaches them."""
-        self._remove()
-        self._entered = False
+    def detach(self, *, final_write: bool = True) -> None:
+        """Remove the hooks, as leaving the ``with`` block does: with ``final_write`` the steps
+        since the last write are written first; pass False after an exception (no collective)."""
+        if self._entered:
+            self._close(final_write=final_write)
 
     def _remove(self) -> None:
         if self.act:
@@ -403,6 +402,8 @@ class Diagnostics:
             self.params.on_step()
         if first and self._flat is not None and step % self.record_every:
             self._flat.zero_()
+            if self.act:
+                self.act.discard_units()
         wrote = self.due("scalars", step)
         if wrote:
             self._write(step)
@@ -437,6 +438,8 @@ class Diagnostics:
         if records and self.params:
             with self._timed("params"):
                 self.params.measure_weights(self._reduce_max)
+        if records and self.act:
+            self.act.pre_reduce()  # dead-unit counts into the flat buffer (a collective)
         with self._timed("reduce"):
             tags = self.scalars.tags
             flat = self._flat if records else None

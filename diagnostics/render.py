@@ -18,6 +18,7 @@ CMAPS = {
     "difference": "RdBu_r",  # generated - truth
     "field": "inferno",  # physical fields (slices, thumbnails)
     "counts": "viridis",  # histograms over time (colorful dimension)
+    "thumbnail": "viridis",  # embedding thumbnails (``embed.cmap`` may choose another)
 }
 
 

@@ -12,8 +12,11 @@ Keys inside a snapshot (all numpy arrays; unknown keys are allowed and ignored b
     weights/<model>/<param>      float32 parameter tensor as in the model
     probe/<name>                 float32 arrays of the fixed probe samples (e.g. probe/fake)
     act_hist/<model>/<layer>     int64 counts (n_bins + 2: underflow, bins, overflow) over the
-                                 steps since the previous snapshot; edges are in meta.json
-    act_dead/<model>/<layer>     0-d float64 dead fraction over the same steps
+                                 steps since the previous snapshot
+    act_edges/<model>/<layer>    float64 (n_bins + 1,) edges of those counts (log10|a| with the
+                                 default per-layer bins; a fixed grid's edges are also in
+                                 meta.json ``act_edges``)
+    act_dead/<model>/<layer>     0-d float64 dead fraction, mean over the writes since then
 
 A snapshot is written to ``step_XXXXXXXX.npz.tmp`` and renamed when complete, so a reader sees
 either the whole snapshot or none. Only rank 0 writes.
@@ -31,15 +34,13 @@ import numpy as np
 import torch
 
 from .rundir import atomic_write_text, commit, tmp_path
+from .stats import to_numpy
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.npz$")
 
 
-def _host(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+_host = to_numpy  # diagnostics.stats: the one host copy of an array
 
 
 class SnapshotWriter:

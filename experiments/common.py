@@ -324,12 +324,15 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
 
 
 # ------------------------------------------------------------------------------ run directory
-def check_run_target(run_dir: str | os.PathLike, kind: str, *, resume: bool) -> None:
+def check_run_target(
+    run_dir: str | os.PathLike, kind: str, *, resume: bool, check_lock: bool = True
+) -> None:
     """Refuse (``RunError``) a run directory this script must not use, before anything is written.
 
     ``resume=`` must name an existing run directory of this script (``kind`` is its
     ``experiment``: ``gan`` or ``autoencoder``) with a config or checkpoints; any existing run
-    directory must be of this script and not held by a live run (see ``RunLock``).
+    directory must be of this script and not held by a live run (see ``RunLock``; not checked
+    with ``check_lock=False``: the other ranks of a torchrun job, whose rank 0 holds the lock).
     """
     d = Path(run_dir)
     if resume:
@@ -357,7 +360,7 @@ def check_run_target(run_dir: str | os.PathLike, kind: str, *, resume: bool) -> 
                 f"{d} is a run of the {other} script, not of the {kind} script; "
                 "nothing was written (resume it with its own script)"
             )
-    holder = RunLock(d).holder()
+    holder = RunLock(d).holder() if check_lock else None
     if holder is not None:
         raise RunError(f"{d} is in use by another run ({holder}); nothing was written")
 
@@ -721,7 +724,8 @@ def open_run(
     from omegaconf import OmegaConf
 
     run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
-    check_run_target(run_dir, kind, resume=bool(cfg.resume))
+    # Only rank 0 takes the lock: another rank would find it held by its own job's rank 0.
+    check_run_target(run_dir, kind, resume=bool(cfg.resume), check_lock=is_main)
     lock = None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

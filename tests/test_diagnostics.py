@@ -60,6 +60,9 @@ def no_hooks(*modules_and_opts):
 
 
 CFG = {"every": 2, "record_every": 1}
+# fast.ai's course grid (40 bins of |a| on [0, 10], dead = lowest bin) for tests that check bins by
+# hand; the default per-layer bins and dead units are tested in test_default_bins.py
+FASTAI_GRID = {"transform": "abs", "lo": 0.0, "hi": 10.0, "n_bins": 40, "dead_bins": 1}
 
 
 def test_weights_grads_and_mode_unchanged(tmp_path):
@@ -118,9 +121,8 @@ def test_known_values_read_back(tmp_path):
     model = nn.Sequential(lin)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x = torch.tensor([[-5.0], [0.1], [0.1], [9.0]])
-    with Diagnostics(
-        {"M": model}, {"M": opt}, Writer(tmp_path), {"every": 1, "record_every": 1}
-    ) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, {"M": opt}, Writer(tmp_path), cfg) as diag:
         opt.zero_grad()
         model(x).sum().backward()  # d/dw = sum(x) = 4.2, d/db = 4
         opt.step()
@@ -156,7 +158,8 @@ def test_known_values_read_back(tmp_path):
 
 def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     model = nn.Sequential(nn.ReLU())
-    with Diagnostics({"M": model}, None, Writer(tmp_path), {"every": 1, "record_every": 1}) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, None, Writer(tmp_path), cfg) as diag:
         for step in range(3):
             model(-torch.rand(8, 5) - 0.1)
             diag.step(step)
@@ -232,7 +235,8 @@ def test_sampling_every_and_record_every():
 
 def test_snapshot_arrays_and_meta():
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    diag = Diagnostics({"M": model}, None, None, {"every": 1, "record_every": 1})
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    diag = Diagnostics({"M": model}, None, None, cfg)
     with diag:
         with torch.no_grad():
             model[0].bias.fill_(-100.0)  # every ReLU input negative
@@ -328,3 +332,43 @@ def test_long_runs_keep_images_bounded():
     chart = dead_chart(np.full(2000, 0.5))
     assert chart.shape == (66, 502, 3)
     assert (chart[1:33, 1:-1] == 255).all() and (chart[33:65, 1:-1] == (200, 40, 40)).all()
+
+
+def test_loops_numbered_from_one_record_the_same_grid():
+    # No start_step: a loop from 1 records steps 2 and 4 (record_every 2), not step 1 as well.
+    m = nn.Sequential(nn.Linear(1, 1))
+    diag = Diagnostics({"M": m}, None, None, {"every": 4, "record_every": 2})
+    with diag:
+        for step in range(1, 5):
+            m(torch.ones(3, 1))
+            diag.step(step)
+    assert [s for s, _ in diag.history["act/M/0/mean"]] == [4]
+    # 3 values each of steps 2 and 4; step 1 (off the grid) was recorded and dropped: not 9.
+    assert int(diag.snapshot_arrays()["act_hist/M/0"].sum()) == 6
+
+
+def test_stream_resumes_mid_interval_with_the_same_means_and_history():
+    """Reported scalars: the interval mean over a checkpoint equals the straight run's."""
+
+    def run(steps, state=None):
+        d = Diagnostics(
+            {"m": nn.Linear(1, 1)}, cfg={"enabled": False, "every": 4, "record_every": 4}
+        )
+        if state is not None:
+            d.load_state_dict(state)
+        for step in steps:
+            d.report("loss/x", torch.tensor(float(step)))  # 1, 2, 3, ...
+            d.report("loss/w", 1.0, n=step)  # a weighted mean: n = step
+            d.step(step)
+        return d
+
+    straight = run(range(1, 9))
+    half = run(range(1, 7))
+    buf = io.BytesIO()
+    torch.save(half.state_dict(), buf)  # a checkpoint loads with weights_only=True
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    resumed = run(range(7, 9), state)
+    assert dict(straight.history) == dict(resumed.history)
+    assert straight.history["loss/x"] == [(4, 2.5), (8, 6.5)]  # (1+2+3+4)/4, (5+6+7+8)/4
+    assert straight.history["loss/w"] == [(4, 1.0), (8, 1.0)]
+    assert resumed.last_step == 8
