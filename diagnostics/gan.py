@@ -13,6 +13,8 @@ Tags written (``compute()`` keys):
 - ``gan/separation``: fraction of (real, fake) pairs in a batch where the real one scores higher, which does not
   depend on the score's offset or scale (0.5: the critic cannot tell them apart; 1: it always can);
 - ``gan/grad_norm/<name>``: mean L2 norm of each network's gradients;
+- ``gan/outside_range``: fraction of generated values outside the scaled data range [0, 1] widened by
+  10 % (``update_range``);
 - ``gan/diversity``: spread of generated samples across noise draws for the same input, relative to the
   samples' own spread (0: the noise does nothing, the generator is deterministic).
 - ``values/<var>/w1``: Wasserstein-1 distance between the truth and generated value histograms.
@@ -97,6 +99,18 @@ class GanBalance:
         # Relative to the samples' own spatial spread, so the number does not depend on the data's units.
         scale = d.flatten(3).std(-1).mean() if d.ndim > 3 else d.std()
         self._add("diversity", across / (scale + 1e-12))
+
+    def update_range(
+        self, generated: torch.Tensor, lo: float = 0.0, hi: float = 1.0, margin: float = 0.1
+    ) -> None:
+        """Record the fraction of generated values outside the data range ``[lo, hi]`` widened by
+        ``margin`` x its width (``gan/outside_range``; NaN counts as outside). With min-max scaled
+        training data the range is [0, 1]; a generator that leaves it saturates its slice panels.
+        """
+        g = generated.detach()
+        pad = margin * (hi - lo)
+        inside = (g >= lo - pad) & (g <= hi + pad)
+        self._add("outside_range", 1.0 - inside.to(torch.float64).mean())
 
     def compute(self) -> dict[str, torch.Tensor]:
         """This rank's means since the last reset, 0-dim device tensors keyed by tag."""

@@ -72,22 +72,63 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
         n_writes: 3
       mode_collapse:
         tags: ["gan/diversity"]
-        min: 1.0e-3         # diversity below this for n_writes consecutive writes ...
+        min: 1.0e-4         # diversity below this for n_writes consecutive writes ...
         n_writes: 2
         rising: 1.5         # ... and not growing by this factor over them (null: ignore the trend);
                             # learned noise scales start at 0, so a healthy run starts near 0 but rises
         warmup_frac: 0.1    # quiet for the first 10 % of the run, for the same reason
+        after_tags: ["loss/G"]  # only writes from the first adversarial loss on (pretraining
+                            # with MSE ignores the noise by design)
       spectrum:
         tags: ["spectrum/*/ratio_high"]
         low: 0.2            # generated/truth power at high k outside [low, high] ...
         high: 5.0
         n_writes: 3         # ... for n_writes consecutive writes after the warm-up
         warmup_frac: 0.5
+      value_range:          # generated values leaving the scaled data range [0, 1] (+-10 %)
+        tags: ["gan/outside_range"]   # GanBalance.update_range on the probe draws, every write
+        max: 0.02           # fraction outside above this for n_writes
+        n_writes: 2
+        picture: slices/G/probe0
+      blowup:               # a loss far above its best so far (generator blow-up, lr spike)
+        tags: ["loss/mse", "loss/G_mse", "loss/AE/train", "loss/AE/val"]
+        factor: 10.0        # > factor x min of the earlier writes (>= n_ref of them) ...
+        n_ref: 2
+        n_writes: 2         # ... for n_writes
+        floor: 1.0e-12
+      skill:                # worse than the baseline AND getting worse
+        tags: ["skill/mse_ratio"]  # GAN: MSE over trilinear's; autoencoder: over climatology's
+        max: 1.0            # above the baseline for n_writes and rising, or ...
+        hard_max: 10.0      # ... above this and not below improve x the first of those writes
+        improve: 0.8
+        n_writes: 2
+        picture: skill/figure
+        warmup_frac: 0.1
+      critic_oscillation:   # the critic's real-fake score swinging
+        tags: ["gan/gap"]
+        window: 6           # over the last window writes ...
+        n_flips: 3          # ... sign flips beyond +-floor, or
+        floor: 1.0
+        amplitude: 50.0     # ... a peak-to-peak range above this
+      discriminator_wins:   # loss-type aware: bce (sigmoid D) | hinge | wgan (quiet) | auto
+        loss: auto          # auto: loss/gp in the stream means WGAN-GP, else BCE
+        real_tag: gan/score_real
+        fake_tag: gan/score_fake
+        p_max: 0.95         # bce: sigmoid(score_real) > p_max and sigmoid(score_fake) < 1 - p_max
+        margin: 1.0         # hinge: score_real > margin and score_fake < -margin
+        n_writes: 3
+      data:                 # step 0: data that make the min-max scaling meaningless
+        policy: stop
+        tags: ["data/*/*/span"]  # experiments.data.plausibility.scaling_scalars
+        min_span: 1.0e-3    # median file's 1-99 % span over the scaling range below this
+
+Every alert records its evidence (``Evidence``: tag, step, value, the reference it was compared
+with, and the TensorBoard tag of the picture that shows it) in health.json, the console line and
+the ``health/alerts`` text; the verdict lists them and ends with "What to do: (1) ...".
 
 Every check also takes ``enabled`` (default true), ``policy`` and ``warmup_frac`` (fraction of
 ``total_steps`` before which the check stays quiet; 0 without ``total_steps``). For an autoencoder,
-disable ``critic_overpowering``, ``mode_collapse`` and ``spectrum`` (or leave them: with no matching tags
-they stay quiet).
+disable the GAN checks (conf/health/autoencoder.yaml does; with no matching tags they stay quiet).
 """
 
 from __future__ import annotations
@@ -98,7 +139,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -109,6 +150,11 @@ from .rundir import atomic_write_text
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, dict] = {
+    "data": {
+        "policy": "stop",
+        "tags": ["data/*/*/span"],
+        "min_span": 1e-3,
+    },
     "nonfinite": {
         "policy": "stop",
         "tags": ["loss/*", "grad/*norm", "gan/grad_norm/*"],
@@ -152,9 +198,13 @@ DEFAULTS: dict[str, dict] = {
     "mode_collapse": {
         "policy": "warn",
         "tags": ["gan/diversity"],
-        "min": 1e-3,
+        # 1e-3 fired on a skilful run held by a content loss (diversity 3e-4 at step 120,
+        # benchmarks/health.py healthy_s0); a generator that ignores its noise reads 0
+        "min": 1e-4,
         "n_writes": 2,
         "rising": 1.5,
+        # only writes from the first adversarial loss on: MSE pretraining ignores the noise by design
+        "after_tags": ["loss/G"],
         # learned noise scales start at 0: diversity is ~0 at first in any run
         "warmup_frac": 0.1,
     },
@@ -166,6 +216,48 @@ DEFAULTS: dict[str, dict] = {
         "n_writes": 3,
         "warmup_frac": 0.5,
     },
+    "value_range": {
+        "policy": "warn",
+        "tags": ["gan/outside_range"],
+        "max": 0.02,
+        "n_writes": 2,
+        "picture": "slices/G/probe0",
+    },
+    "blowup": {
+        "policy": "warn",
+        "tags": ["loss/mse", "loss/G_mse", "loss/AE/train", "loss/AE/val"],
+        "factor": 10.0,
+        "n_ref": 2,
+        "n_writes": 2,
+        "floor": 1e-12,
+    },
+    "skill": {
+        "policy": "warn",
+        "tags": ["skill/mse_ratio"],
+        "max": 1.0,
+        "hard_max": 10.0,
+        "improve": 0.8,
+        "n_writes": 2,
+        "picture": "skill/figure",
+        "warmup_frac": 0.1,
+    },
+    "critic_oscillation": {
+        "policy": "warn",
+        "tags": ["gan/gap"],
+        "window": 6,
+        "n_flips": 3,
+        "floor": 1.0,
+        "amplitude": 50.0,
+    },
+    "discriminator_wins": {
+        "policy": "warn",
+        "loss": "auto",
+        "real_tag": "gan/score_real",
+        "fake_tag": "gan/score_fake",
+        "p_max": 0.95,
+        "margin": 1.0,
+        "n_writes": 3,
+    },
 }
 _COMMON = {"enabled": True, "policy": "warn", "warmup_frac": 0.0}
 
@@ -175,7 +267,18 @@ HINTS = {
     "dead_layers": "check the initialisation (biases, gain) and the activation function",
     "critic_overpowering": "lower the critic's learning rate or its number of steps per generator step",
     "mode_collapse": "check the generator's noise injection and that its input varies",
-    "spectrum": "the generator misses small-scale structure; train longer or revisit its upsampling",
+    "spectrum": "compare the generated and true spectra",  # the check's finding gives the direction
+    "value_range": "the generator leaves the data range (saturated slices): lower its learning rate "
+    "or add a content loss; if it happens at once, check the data scaling",
+    "blowup": "a loss jumped far above its best: lower the learning rate (look for a schedule or "
+    "a spike at the onset step) and resume from the checkpoint before it",
+    "skill": "the generator is worse than trilinear upsampling and not improving: pretrain with MSE, "
+    "add a content loss or lower the adversarial learning rate",
+    "critic_oscillation": "the critic's scores swing: lower the critic's learning rate, raise "
+    "lambda_gp, or use Adam betas (0, 0.9)",
+    "discriminator_wins": "lower the discriminator's learning rate",
+    "data": "fix the data before training: drop the named radial layer (data.drop_r) or the file; "
+    "data.check=strict stops such data at load",
 }
 
 History = Mapping[str, list[tuple[int, float]]]
@@ -243,9 +346,44 @@ def nonfinite_report(
 
 
 # ------------------------------------------------------------------------------------ checks
+@dataclass
+class Evidence:
+    """What an alert rests on: one value of one tag, its reference, and where to look at it."""
+
+    tag: str
+    step: int
+    value: float
+    reference: str  # what the value was compared with, e.g. "> 0.05" or "3x its best 0.001"
+    picture: str  # the TensorBoard tag that shows it (a scalar chart's tag, an image, a figure)
+
+    def text(self) -> str:
+        return (
+            f"{self.tag}={_fmt(self.value)} at step {self.step} (reference: {self.reference}; "
+            f"TensorBoard: {self.picture})"
+        )
+
+
+@dataclass
+class Finding:
+    """A check's result: ``evidence`` (empty: not active), a short ``detail``, and a ``hint``
+    overriding :data:`HINTS` where the right advice depends on the evidence (spectrum direction)."""
+
+    evidence: list[Evidence]
+    detail: str = ""
+    hint: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.evidence)
+
+
 def _series(history: History, patterns: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
     pats = list(patterns)
     return {t: v for t, v in history.items() if v and any(fnmatch.fnmatchcase(t, p) for p in pats)}
+
+
+def _since_pairs(values: list[tuple[int, float]], since: int) -> list[tuple[int, float]]:
+    return [(s, v) for s, v in values if s >= since]
 
 
 def _last(values: list[tuple[int, float]], n: int, since: int) -> list[float] | None:
@@ -258,17 +396,25 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def check_nonfinite(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
+def _base(tag: str) -> str:
+    return tag.rsplit("/", 1)[0]
+
+
+def _ev(tag: str, vals: list[tuple[int, float]], reference: str, picture: str | None = None):
+    s, v = vals[-1]
+    return Evidence(tag, int(s), float(v), reference, picture or tag)
+
+
+def check_nonfinite(history: History, cfg: Mapping, since: int) -> Finding:
     """Latest value of any loss or gradient-norm series is NaN or Inf, or a NaN/Inf count is positive."""
-    bad = [
-        f"{t}={v[-1][1]}"
+    ev = [
+        _ev(t, v, "finite")
         for t, v in _series(history, cfg["tags"]).items()
         if not math.isfinite(v[-1][1])
     ]
-    bad += [
-        f"{t}={v[-1][1]:g}" for t, v in _series(history, cfg["count_tags"]).items() if v[-1][1] > 0
-    ]
-    return bool(bad), ("non-finite " + ", ".join(sorted(bad))) if bad else ""
+    ev += [_ev(t, v, "0") for t, v in _series(history, cfg["count_tags"]).items() if v[-1][1] > 0]
+    ev.sort(key=lambda e: e.tag)
+    return Finding(ev, "non-finite " + ", ".join(f"{e.tag}={e.value:g}" for e in ev))
 
 
 def running_median(values: list[float], width: int) -> list[float]:
@@ -304,9 +450,9 @@ def crash_cycles(
     return n
 
 
-def check_crash_cycles(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
+def check_crash_cycles(history: History, cfg: Mapping, since: int) -> Finding:
     """A layer's activation statistic rose and crashed at least ``n_cycles`` times."""
-    hits = []
+    ev, hits = [], []
     excl = list(cfg["exclude"] or [])
     for tag, vals in _series(history, cfg["tags"]).items():
         if any(fnmatch.fnmatchcase(tag, p) for p in excl):
@@ -315,12 +461,14 @@ def check_crash_cycles(history: History, cfg: Mapping, since: int) -> tuple[bool
         n = crash_cycles(series, cfg["rise"], cfg["drop"], cfg["floor"], cfg["smooth"])
         if n >= cfg["n_cycles"]:
             hits.append(f"{tag} ({n} cycles)")
-    return bool(hits), ("rise-and-crash in " + ", ".join(sorted(hits))) if hits else ""
+            ref = f"{n} rise(>= {cfg['rise']}x)-and-crash(<= {cfg['drop']}x) cycles >= {cfg['n_cycles']}"
+            ev.append(_ev(tag, vals, ref, f"{_base(tag)}/colorful"))
+    return Finding(ev, "rise-and-crash in " + ", ".join(sorted(hits)))
 
 
-def check_dead_layers(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
+def check_dead_layers(history: History, cfg: Mapping, since: int) -> Finding:
     """Dead fraction above ``threshold`` for ``n_writes`` consecutive writes (and std below ``std_max``)."""
-    hits = []
+    ev = []
     n, std_max = cfg["n_writes"], cfg["std_max"]
     for tag, vals in _series(history, cfg["tags"]).items():
         last = _last(vals, n, since)
@@ -328,11 +476,15 @@ def check_dead_layers(history: History, cfg: Mapping, since: int) -> tuple[bool,
             continue
         if std_max is not None:
             # "Near zero" is relative to the histogram's first bin; small but varied outputs are alive.
-            std = _last(history.get(tag.rsplit("/", 1)[0] + "/std", []), n, since)
+            std = _last(history.get(_base(tag) + "/std", []), n, since)
             if std is None or not all(v <= std_max for v in std):
                 continue
-        hits.append(f"{tag}={_fmt(last[-1])}")
-    return bool(hits), ("dead: " + ", ".join(sorted(hits))) if hits else ""
+        ref = f"> {cfg['threshold']} for {n} writes" + (
+            f", {_base(tag)}/std <= {std_max:g}" if std_max is not None else ""
+        )
+        ev.append(_ev(tag, vals, ref, f"{_base(tag)}/dead_chart"))
+    ev.sort(key=lambda e: e.tag)
+    return Finding(ev, "dead: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev))
 
 
 def _reference(vals: list[tuple[int, float]], n_ref: int) -> float | None:
@@ -342,9 +494,9 @@ def _reference(vals: list[tuple[int, float]], n_ref: int) -> float | None:
     return first[len(first) // 2]
 
 
-def check_critic_overpowering(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
+def check_critic_overpowering(history: History, cfg: Mapping, since: int) -> Finding:
     """Critic loss or gap running away from its early level, or generator gradients vanishing."""
-    n, hits = cfg["n_writes"], []
+    n, hits, ev = cfg["n_writes"], [], []
     for tag, vals in _series(history, list(cfg["gap_tags"]) + list(cfg["loss_tags"])).items():
         ref = _reference(vals, cfg["n_ref"])
         last = _last(vals[cfg["n_ref"] :], n, since)
@@ -353,6 +505,13 @@ def check_critic_overpowering(history: History, cfg: Mapping, since: int) -> tup
         limit = cfg["runaway"] * max(ref, cfg["floor"])
         if all(abs(v) > limit for v in last):
             hits.append(f"{tag}={_fmt(last[-1])} (early {_fmt(ref)})")
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"|value| > {_fmt(limit)} (= {cfg['runaway']}x max(early {_fmt(ref)}, {cfg['floor']})) for {n} writes",
+                )
+            )
     for tag, vals in _series(history, cfg["g_grad_tags"]).items():
         ref = _reference(vals, cfg["n_ref"])
         last = _last(vals[cfg["n_ref"] :], n, since)
@@ -360,44 +519,321 @@ def check_critic_overpowering(history: History, cfg: Mapping, since: int) -> tup
             continue
         if all(abs(v) < cfg["vanish"] * ref for v in last):
             hits.append(f"{tag}={_fmt(last[-1])} vanishing (early {_fmt(ref)})")
+            ev.append(_ev(tag, vals, f"< {cfg['vanish']} x early {_fmt(ref)} for {n} writes"))
     if cfg["gp_max"] is not None:
         for tag, vals in _series(history, cfg["gp_tags"]).items():
             last = _last(vals, n, since)
             if last is not None and all(v > cfg["gp_max"] for v in last):
                 hits.append(f"{tag}={_fmt(last[-1])} (critic gradients far from 1)")
-    return bool(hits), ("critic overpowering: " + ", ".join(sorted(hits))) if hits else ""
+                ev.append(_ev(tag, vals, f"> {cfg['gp_max']} for {n} writes (target 0)"))
+    return Finding(ev, "critic overpowering: " + ", ".join(sorted(hits)))
 
 
-def check_mode_collapse(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
+def check_mode_collapse(history: History, cfg: Mapping, since: int) -> Finding:
     """Diversity across noise draws below ``min`` for ``n_writes`` writes and not rising."""
-    hits = []
+    ev = []
+    if cfg["after_tags"]:
+        adv = [v[0][0] for v in _series(history, cfg["after_tags"]).values()]
+        if not adv:
+            return Finding([])
+        since = max(since, min(adv))
     for tag, vals in _series(history, cfg["tags"]).items():
         last = _last(vals, cfg["n_writes"], since)
         if last is None or not all(v < cfg["min"] for v in last):
             continue
         if cfg["rising"] is not None and last[-1] > cfg["rising"] * last[0]:
             continue
-        hits.append(f"{tag}={_fmt(last[-1])}")
-    return bool(hits), ("no diversity: " + ", ".join(sorted(hits))) if hits else ""
+        ev.append(
+            _ev(
+                tag,
+                vals,
+                f"< {cfg['min']:g} for {cfg['n_writes']} writes, not rising",
+                "slices/G/probe0",
+            )
+        )
+    ev.sort(key=lambda e: e.tag)
+    return Finding(ev, "no diversity: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev))
 
 
-def check_spectrum(history: History, cfg: Mapping, since: int) -> tuple[bool, str]:
-    """Generated/truth power at high wavenumbers outside [low, high] for ``n_writes`` writes."""
-    hits = []
+def _spectrum_picture(tag: str) -> str:
+    head = tag.split("/", 1)[0]
+    if head == "skill":
+        return "skill/figure"
+    return f"{head}/{'2d' if head.endswith('2d') else '3d'}"
+
+
+def check_spectrum(history: History, cfg: Mapping, since: int) -> Finding:
+    """Generated/truth power at high wavenumbers outside [low, high] for ``n_writes`` writes.
+
+    The hint follows the evidence: below ``low`` the generator is too smooth, above ``high`` it
+    makes small-scale power the truth does not have (noise, checkerboard artefacts).
+    """
+    ev, low, high = [], 0, 0
     for tag, vals in _series(history, cfg["tags"]).items():
         last = _last(vals, cfg["n_writes"], since)
-        if last is not None and all(not (cfg["low"] <= v <= cfg["high"]) for v in last):
-            hits.append(f"{tag}={_fmt(last[-1])}")
-    return bool(hits), ("spectrum mismatch: " + ", ".join(sorted(hits))) if hits else ""
+        if last is None:
+            continue
+        if all(v < cfg["low"] for v in last):
+            low += 1
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"< {cfg['low']} (too little small-scale power) for {cfg['n_writes']} writes",
+                    _spectrum_picture(tag),
+                )
+            )
+        elif all(v > cfg["high"] for v in last):
+            high += 1
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"> {cfg['high']} (too much small-scale power) for {cfg['n_writes']} writes",
+                    _spectrum_picture(tag),
+                )
+            )
+    ev.sort(key=lambda e: e.tag)
+    hints = []
+    if high:
+        hints.append(SPECTRUM_TOO_MUCH)
+    if low:
+        hints.append(SPECTRUM_TOO_LITTLE)
+    return Finding(
+        ev,
+        "spectrum mismatch: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev),
+        "; ".join(hints) or None,
+    )
 
+
+def check_value_range(history: History, cfg: Mapping, since: int) -> Finding:
+    """Generated values outside the training data's range: the fraction of the generator's probe
+    output outside the scaled range [0, 1] widened by a margin (``gan/outside_range``, written by
+    :meth:`diagnostics.gan.GanBalance.update_range`) above ``max`` for ``n_writes`` writes."""
+    ev = []
+    for tag, vals in _series(history, cfg["tags"]).items():
+        last = _last(vals, cfg["n_writes"], since)
+        if last is not None and all(v > cfg["max"] for v in last):
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"> {cfg['max']:g} for {cfg['n_writes']} writes (data: 0)",
+                    cfg["picture"],
+                )
+            )
+    ev.sort(key=lambda e: e.tag)
+    return Finding(
+        ev,
+        "generated values outside the data range: "
+        + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev),
+    )
+
+
+def check_blowup(history: History, cfg: Mapping, since: int) -> Finding:
+    """A loss far above its best so far: ``factor`` x the minimum of the earlier writes (at least
+    ``n_ref`` of them) for ``n_writes`` consecutive writes. Catches a generator that blows up and a
+    learning-rate spike in mid-run; the best-so-far reference needs no warm-up."""
+    ev = []
+    n, n_ref = cfg["n_writes"], cfg["n_ref"]
+    for tag, vals in _series(history, cfg["tags"]).items():
+        vals_s = _since_pairs(vals, since)
+        if len(vals_s) < n_ref + n:
+            continue
+        earlier = [v for _, v in vals_s[:-n] if math.isfinite(v)]
+        if len(earlier) < n_ref:
+            continue
+        best = max(min(earlier), cfg["floor"])
+        last = [v for _, v in vals_s[-n:]]
+        if all(v > cfg["factor"] * best for v in last):
+            ev.append(_ev(tag, vals, f"> {cfg['factor']} x its best {_fmt(best)} for {n} writes"))
+    ev.sort(key=lambda e: e.tag)
+    return Finding(ev, "loss blew up: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev))
+
+
+def check_skill(history: History, cfg: Mapping, since: int) -> Finding:
+    """Skill worse than the baseline and getting worse: ``skill/mse_ratio`` (generator MSE over
+    the trilinear baseline's; the autoencoder's over climatology's) above ``max`` for ``n_writes``
+    writes and rising over them, or above ``hard_max`` and not falling below ``improve`` x the
+    first of those writes (far worse and not catching up)."""
+    ev = []
+    n = cfg["n_writes"]
+    for tag, vals in _series(history, cfg["tags"]).items():
+        last = _last(vals, n, since)
+        if last is None or not all(v > cfg["max"] for v in last):
+            continue
+        rising = last[-1] > last[0]
+        stuck = (
+            cfg["hard_max"] is not None
+            and all(v > cfg["hard_max"] for v in last)
+            and (last[-1] > cfg["improve"] * last[0])
+        )
+        if rising or stuck:
+            why = (
+                f"> {cfg['max']} (the baseline) for {n} writes and rising from {_fmt(last[0])}"
+                if rising
+                else f"> {cfg['hard_max']} x the baseline for {n} writes, not improving from {_fmt(last[0])}"
+            )
+            ev.append(_ev(tag, vals, why, cfg["picture"]))
+    ev.sort(key=lambda e: e.tag)
+    return Finding(
+        ev, "worse than the baseline: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev)
+    )
+
+
+def sign_flips(values: Sequence[float], floor: float) -> int:
+    """Sign changes between consecutive values with ``|v| > floor`` (values within the floor skipped)."""
+    signs = [1 if v > 0 else -1 for v in values if math.isfinite(v) and abs(v) > floor]
+    return sum(a != b for a, b in zip(signs, signs[1:], strict=False))
+
+
+def check_critic_oscillation(history: History, cfg: Mapping, since: int) -> Finding:
+    """The critic's real-fake score swinging: over the last ``window`` writes of ``gan/gap`` (or
+    the scores), at least ``n_flips`` sign changes beyond +-``floor``, or a peak-to-peak amplitude
+    above ``amplitude``. A WGAN-GP critic's gap is bounded by its Lipschitz constraint and drifts
+    slowly; one that flips between large positive and negative values is not tracking W1."""
+    ev = []
+    w = cfg["window"]
+    for tag, vals in _series(history, cfg["tags"]).items():
+        last = _last(vals, w, since)
+        if last is None:
+            continue
+        flips = sign_flips(last, cfg["floor"])
+        finite = [v for v in last if math.isfinite(v)]
+        amp = (max(finite) - min(finite)) if finite else 0.0
+        if flips >= cfg["n_flips"]:
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"{flips} sign flips beyond +-{cfg['floor']} in {w} writes (>= {cfg['n_flips']}); range {_fmt(min(finite))}..{_fmt(max(finite))}",
+                )
+            )
+        elif amp > cfg["amplitude"]:
+            ev.append(
+                _ev(
+                    tag,
+                    vals,
+                    f"peak-to-peak {_fmt(amp)} in {w} writes > {cfg['amplitude']}; range {_fmt(min(finite))}..{_fmt(max(finite))}",
+                )
+            )
+    ev.sort(key=lambda e: e.tag)
+    return Finding(
+        ev, "critic scores oscillate: " + ", ".join(f"{e.tag}={_fmt(e.value)}" for e in ev)
+    )
+
+
+LOSSES = ("auto", "wgan", "bce", "hinge")
+
+
+def detect_loss(history: History) -> str:
+    """The GAN loss from the stream: a gradient penalty (``loss/gp``) means WGAN-GP; else BCE."""
+    return "wgan" if any(t.startswith("loss/gp") for t in history) else "bce"
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
+
+
+def check_discriminator_wins(history: History, cfg: Mapping, since: int) -> Finding:
+    """Loss-type-aware: the discriminator has won and the generator gets no useful gradient.
+
+    - ``bce`` (non-saturating, sigmoid discriminator): D(real) = sigmoid(gan/score_real) above
+      ``p_max`` and D(fake) below ``1 - p_max`` for ``n_writes`` writes;
+    - ``hinge``: both margins met (score_real > ``margin``, score_fake < -``margin``): the
+      discriminator's loss is 0 and stops teaching;
+    - ``wgan``: a critic's scores have no fixed scale; its balance is ``critic_overpowering`` and
+      ``critic_oscillation``, this check stays quiet.
+    ``loss: auto`` takes :func:`detect_loss`.
+    """
+    loss = cfg["loss"] if cfg["loss"] != "auto" else detect_loss(history)
+    if loss == "wgan":
+        return Finding([])
+    real, fake = history.get(cfg["real_tag"], []), history.get(cfg["fake_tag"], [])
+    n = cfg["n_writes"]
+    r, f = _last(real, n, since), _last(fake, n, since)
+    if r is None or f is None:
+        return Finding([])
+    if loss == "bce":
+        p = cfg["p_max"]
+        won = all(_sigmoid(a) > p and _sigmoid(b) < 1 - p for a, b in zip(r, f, strict=True))
+        ref_r = f"D(real) = sigmoid({_fmt(r[-1])}) = {_sigmoid(r[-1]):.3f} > {p} for {n} writes"
+        ref_f = f"D(fake) = sigmoid({_fmt(f[-1])}) = {_sigmoid(f[-1]):.3g} < {1 - p:.3g}"
+    else:
+        m = cfg["margin"]
+        won = all(a > m and b < -m for a, b in zip(r, f, strict=True))
+        ref_r, ref_f = f"> {m} (hinge met) for {n} writes", f"< -{m} (hinge met)"
+    if not won:
+        return Finding([])
+    ev = [_ev(cfg["real_tag"], real, ref_r), _ev(cfg["fake_tag"], fake, ref_f)]
+    sep = history.get("gan/separation")
+    if sep:
+        ev.append(_ev("gan/separation", sep, "1 = the discriminator tells every pair apart"))
+    return Finding(ev, f"the {loss} discriminator wins", HINT_D_WINS[loss])
+
+
+def check_data(history: History, cfg: Mapping, since: int) -> Finding:
+    """Data that make the min-max scaling meaningless (step 0, before training): the bulk of a
+    variable's values spans less than ``min_span`` of the scaling range in the median file
+    (``data/<file>/<var>/span`` of :func:`experiments.data.plausibility.scaling_scalars`). The
+    evidence names the file that sets the range and its most extreme layer."""
+    by_var: dict[str, list[tuple[str, list[tuple[int, float]]]]] = {}
+    for tag, vals in _series(history, cfg["tags"]).items():
+        parts = tag.split("/")
+        if len(parts) >= 4:
+            by_var.setdefault(parts[-2], []).append((tag, vals))
+    ev = []
+    for var, items in sorted(by_var.items()):
+        spans = sorted(v[-1][1] for _, v in items)
+        med = spans[len(spans) // 2]
+        if not med < cfg["min_span"]:
+            continue
+        # The file whose own range is the scaling range: it holds the values that squash the rest.
+        share = {t: history.get(_base(t) + "/range_share", [(0, 0.0)])[-1][1] for t, _ in items}
+        worst = max(share, key=share.get)
+        layer = history.get(_base(worst) + "/extreme_layer", [(0, float("nan"))])[-1][1]
+        f = worst.split("/")[1]
+        tag_med = min(items, key=lambda it: abs(it[1][-1][1] - med))[0]
+        ev.append(
+            _ev(
+                tag_med,
+                history[tag_med],
+                f"< {cfg['min_span']:g}: median over files; the scale is set by file {f}, variable "
+                f"{var}, radial layer {layer:.0f} ({_base(worst)}/range_share={_fmt(share[worst])})",
+                f"{_base(worst)}/span",
+            )
+        )
+    return Finding(ev, "data make the scaling meaningless: " + ", ".join(e.tag for e in ev))
+
+
+SPECTRUM_TOO_LITTLE = (
+    "the generator misses small-scale structure (too smooth); train longer, add adversarial weight "
+    "or revisit its upsampling"
+)
+SPECTRUM_TOO_MUCH = (
+    "the generator makes small-scale power the truth lacks (noise or checkerboard artefacts); lower "
+    "its learning rate or noise, or use resize-convolutions instead of transposed convolutions"
+)
+HINT_D_WINS = {
+    "bce": "the discriminator has won (the generator's gradient saturates): lower its learning rate, "
+    "add label smoothing or instance noise, or switch to a WGAN-GP or hinge loss",
+    "hinge": "the discriminator meets both margins: lower its learning rate or steps per generator step",
+    "wgan": "",
+}
 
 CHECKS = {
+    "data": check_data,
     "nonfinite": check_nonfinite,
     "crash_cycles": check_crash_cycles,
     "dead_layers": check_dead_layers,
     "critic_overpowering": check_critic_overpowering,
     "mode_collapse": check_mode_collapse,
     "spectrum": check_spectrum,
+    "value_range": check_value_range,
+    "blowup": check_blowup,
+    "skill": check_skill,
+    "critic_oscillation": check_critic_oscillation,
+    "discriminator_wins": check_discriminator_wins,
 }
 
 
@@ -419,6 +855,10 @@ def resolve_config(cfg: Mapping | None) -> dict[str, dict]:
             out[name][key] = (
                 list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
             )
+        if name == "discriminator_wins" and out[name]["loss"] not in LOSSES:
+            raise ValueError(
+                f"health.discriminator_wins.loss must be one of {list(LOSSES)}, got {out[name]['loss']!r}"
+            )
         if out[name]["policy"] not in ("warn", "stop"):
             raise ValueError(
                 f"health.{name}.policy must be 'warn' or 'stop', got {out[name]['policy']!r}"
@@ -439,6 +879,8 @@ class Alert:
     active: bool = True
     cleared_step: int | None = None
     n_episodes: int = 1
+    evidence: list[dict] = field(default_factory=list)  # Evidence as dicts, at the first firing
+    hint: str = ""  # what to do
 
 
 class HealthMonitor:
@@ -489,14 +931,15 @@ class HealthMonitor:
         states: dict[str, bool] = {}
         for name in self.enabled:
             c = self.cfg[name]
-            active, detail = (False, "")
+            found = Finding([])
             if step >= self._since(name):
-                active, detail = CHECKS[name](history, c, self._since(name))
+                found = CHECKS[name](history, c, self._since(name))
+            active, detail = found.active, found.detail if found.active else ""
             if name == "nonfinite" and self._reported:
                 active = True
                 detail = "; ".join(self._reported.values()) + (f"; {detail}" if detail else "")
             states[name] = active
-            self._transition(name, active, detail, step)
+            self._transition(name, active, detail, step, found)
         self._reported.clear()
         if self.writer is not None:
             self.writer.scalars({tags.health(n): float(a) for n, a in states.items()}, step)
@@ -508,18 +951,27 @@ class HealthMonitor:
             return f"step {step} ({100.0 * step / self.total_steps:.0f} % of {self.total_steps})"
         return f"step {step}"
 
-    def _transition(self, name: str, active: bool, detail: str, step: int) -> None:
+    def _transition(
+        self, name: str, active: bool, detail: str, step: int, found: Finding | None = None
+    ) -> None:
         alert = self.alerts.get(name)
         policy = self.cfg[name]["policy"]
+        evidence = [asdict(e) for e in found.evidence] if found is not None else []
+        hint = (found.hint if found is not None and found.hint else None) or HINTS[name]
         if active and (alert is None or not alert.active):
             if alert is None:
-                alert = self.alerts[name] = Alert(name, policy, step, step, detail)
+                alert = self.alerts[name] = Alert(
+                    name, policy, step, step, detail, evidence=evidence, hint=hint
+                )
             else:
                 alert.active, alert.cleared_step, alert.message = True, None, detail
                 alert.n_episodes += 1
                 alert.last_step = step
+            ev = "; ".join(Evidence(**e).text() for e in evidence)
             text = (
-                f"{name} [{policy}] started at {self._where(step)}: {detail}. Hint: {HINTS[name]}."
+                f"{name} [{policy}] started at {self._where(step)}: {detail}."
+                + (f" Evidence: {ev}." if ev else "")
+                + f" What to do: {hint}."
             )
             log.warning("health: %s", text)
             if self.writer is not None:
@@ -578,28 +1030,34 @@ class HealthMonitor:
         atomic_write_text(json.dumps(self.summary(), indent=2, default=str), path)
 
     def verdict(self) -> str:
-        """One paragraph on the run's health."""
+        """One paragraph on the run's health: each alert with its evidence, then what to do."""
         checks = ", ".join(self.enabled)
         if self.n_updates == 0:
             return f"No health data: the monitor was never updated (checks enabled: {checks})."
         upto = self._where(self.last_step) if self.last_step is not None else "the end"
         if not self.alerts:
             return f"Healthy: {self.n_updates} health updates up to {upto} raised no alert (checks: {checks})."
-        parts = []
-        for a in sorted(self.alerts.values(), key=lambda a: a.first_step):
+        parts, todo = [], []
+        for a in sorted(self.alerts.values(), key=lambda a: (a.first_step, a.check)):
             state = "still active" if a.active else f"cleared at step {a.cleared_step}"
+            ev = "; ".join(Evidence(**e).text() for e in a.evidence)
             parts.append(
-                f"{a.check} first fired at {self._where(a.first_step)} ({state}; {a.message}); {HINTS[a.check]}"
+                f"{a.check} first fired at {self._where(a.first_step)} ({state}): {a.message}"
+                + (f" [evidence: {ev}]" if ev else "")
             )
+            hint = a.hint or HINTS[a.check]
+            if hint not in todo:
+                todo.append(hint)
         head = (
             "Unhealthy"
             if self.should_stop or any(a.active for a in self.alerts.values())
             else "Recovered"
         )
         stop = f" The run was stopped: {self.stop_reason}." if self.should_stop else ""
+        what = " What to do: " + " ".join(f"({i}) {t.rstrip('.')}." for i, t in enumerate(todo, 1))
         return (
             f"{head}: {len(self.alerts)} of {len(self.enabled)} checks fired in {self.n_updates} updates up to "
-            f"{upto}. " + " ".join(p.rstrip(".") + "." for p in parts) + stop
+            f"{upto}. " + " ".join(p.rstrip(".") + "." for p in parts) + stop + what
         )
 
     def finish(self, step: int | None = None) -> str:

@@ -25,6 +25,8 @@ HEALTH_ALERTS = "health/alerts"  # text
 HEALTH_VERDICT = "health/verdict"  # text
 FRAME_AE = "frames/AE/summary"  # image
 SKILL_FIGURE = "skill/figure"  # image
+SKILL_MSE_RATIO = "skill/mse_ratio"  # GAN: MSE over trilinear's; autoencoder: over climatology's
+GAN_OUTSIDE_RANGE = "gan/outside_range"  # generated values outside the scaled data range
 VALUES_FIGURE = "values/figure"  # image
 
 GAN = "gan"  # prefix of GanBalance's tags
@@ -86,3 +88,9 @@ def spectrum(prefix: str, var: str, band: str) -> str:
 def spectrum_image(prefix: str, spatial_dims: int) -> str:
     """``spectrum/3d`` or ``spectrum2d/2d``."""
     return f"{prefix}/{spatial_dims}d"
+
+
+def data(file: str, var: str, what: str) -> str:
+    """``data/<file stem>/<var>/<what>``: span, range_share, extreme_layer (step 0, the health
+    monitor's data check; experiments.data.plausibility.scaling_scalars)."""
+    return f"data/{file}/{var}/{what}"

@@ -50,6 +50,11 @@ class GanTrain:
 
 
 @dataclass
+class GanFault:  # test-only fault injection (benchmarks/health.py); lr_spike_step may be null
+    lr_spike_factor: float = _ge(0.0)
+
+
+@dataclass
 class GanData:
     factor: int = _ge(1)
 
@@ -91,6 +96,7 @@ GAN = {
     "": Run,
     "diagnostics": Diagnostics,
     "train": GanTrain,
+    "train.fault": GanFault,
     "data": GanData,
     "log": GanLog,
     "snapshot": Every,

@@ -143,6 +143,8 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     weight = data.mask.reshape(-1).float().to(device)  # loss weight: 0 where the data are missing
     x_train = data.train.reshape(-1, n_field).to(device)
     x_val = data.val.reshape(-1, n_field).to(device)
+    # skill/mse_ratio: validation MSE over climatology's (the training-mean field), as in the metrics
+    clim_mse = float(masked_mse(x_train.mean(0).expand_as(x_val), x_val, weight))
 
     common.seed_everything(int(cfg.seed))
     model = DenseAutoencoder(
@@ -201,7 +203,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
 
     if start == 0:  # the untrained state opens the curves and the video
         diag.report(tags.LOSS_AE_TRAIN, evaluate(model, x_train, weight))
-        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
+        loss_val = evaluate(model, x_val, weight)
+        diag.report(tags.LOSS_AE_VAL, loss_val)
+        diag.report(tags.SKILL_MSE_RATIO, loss_val / max(clim_mse, 1e-30))
         diag.flush_scalars(0)
         frames.record(0, diag.last, snaps, diag.snapshot_arrays(), frame=True)
         if embedder is not None:
@@ -232,7 +236,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 snap_now, frame_now = diag.due("snapshot", step), diag.due("frames", step)
                 if snap_now or frame_now:
                     with writer.cost("snapshots"):
-                        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
+                        loss_val = evaluate(model, x_val, weight)
+                        diag.report(tags.LOSS_AE_VAL, loss_val)
+                        diag.report(tags.SKILL_MSE_RATIO, loss_val / max(clim_mse, 1e-30))
                 if diag.due("scalars", step):
                     diag.report(tags.STEPS_PER_S, run.steps_per_s())
                 if diag.step(step):

@@ -167,6 +167,10 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     coords["r"] = np.delete(coords["r"], drop_r)
     vmin, vmax = plausibility.scaling(stats[: len(train_steps)], drop_r)
     scaler = mantle.Scaler(variables, vmin, vmax)
+    # data/<file>/<var>/span etc. for the health monitor's data check at step 0
+    scaler.health_scalars = plausibility.scaling_scalars(
+        stats[: len(train_steps)], variables, drop_r, vmin, vmax
+    )
     if write:
         common.write_normalisation(run_dir, scaler.to_dict())
     crop = tuple(int(c) for c in cfg.data.crop)
@@ -690,11 +694,21 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     pbar = tqdm(total=n_steps, initial=start, desc="train_gan", unit="step", disable=None if info.is_main else True)  # fmt: skip
     try:
         with run.guard(run_dir, info.is_main), diag:
+            if start == 0:  # data sanity (health check "data") before any training step
+                for tag, value in getattr(scaler, "health_scalars", {}).items():
+                    diag.report(tag, value)
+                diag.flush_scalars(0)
+                monitor.update(0, diag.history)
+                if distributed.any_rank_true(monitor.should_stop, info):
+                    raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
             if start == 0:  # a step-0 frame: every video starts from the untrained model
                 probes.snapshot(0, {}, diag.snapshot_arrays())
             for step in run.steps(n_steps):
                 nets.G.train()
                 nets.D.train()
+                if step == cfg.train.fault.lr_spike_step:  # test-only fault (benchmarks/health.py)
+                    for group in nets.opt_g.param_groups + nets.opt_d.param_groups:
+                        group["lr"] *= float(cfg.train.fault.lr_spike_factor)
                 with autocast:
                     if step <= pretrain:
                         gan_step.pretrain(step)
@@ -721,7 +735,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 if diag.due("scalars", step):
                     # Diversity is cheap (a few generator passes on the probes): every write,
                     # so mode collapse shows within two writes.
-                    balance.update_diversity(probes.generate(int(cfg.log.n_noise_draws)))
+                    draws = probes.generate(int(cfg.log.n_noise_draws))
+                    balance.update_diversity(draws)
+                    balance.update_range(draws)  # gan/outside_range: vs the scaled data's [0, 1]
                     diag.report(tags.STEPS_PER_S, run.steps_per_s())
                 if diag.step(step):
                     with writer.cost("health"):

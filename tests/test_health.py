@@ -164,7 +164,7 @@ def test_mode_collapse():
     _, first = run_stream(s)
     assert first == {}
     # Shrinking towards zero is collapse.
-    s["gan/diversity"] = [0.05, 0.01, 9e-4, 5e-4, 4e-4, 4e-4]
+    s["gan/diversity"] = [0.05, 0.01, 9e-5, 5e-5, 4e-5, 4e-5]
     _, first = run_stream(s)
     assert first == {"mode_collapse": 40}
 

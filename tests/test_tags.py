@@ -65,6 +65,7 @@ def tags_written(cache_dir, tmp_path_factory) -> set[str]:
             "log.physics_every=3",
             "log.weight_deltas=true",
             "embed.every=3",
+            "health.value_range.max=-1.0",  # an alert at step 2, so health/alerts is written
         ),
         gan_dir,
     )

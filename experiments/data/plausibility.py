@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from diagnostics import tags
 from experiments.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -286,3 +287,41 @@ def scaling(stats: Sequence[FileStats], drop_r: Sequence[int]) -> tuple[list[flo
     vmin = np.min([s.vmin[:, keep].min(axis=1) for s in stats], axis=0)
     vmax = np.max([s.vmax[:, keep].max(axis=1) for s in stats], axis=0)
     return vmin.tolist(), vmax.tolist()
+
+
+def scaling_scalars(
+    stats: Sequence[FileStats],
+    variables: Sequence[str],
+    drop_r: Sequence[int],
+    vmin: Sequence[float],
+    vmax: Sequence[float],
+) -> dict[str, float]:
+    """Per file and variable, how much of the min-max scaling range the bulk of the data uses.
+
+    For the health monitor's ``data`` check (``diagnostics.health.check_data``), one value each at
+    step 0, the file's stem and the variable in the tag:
+
+    - ``data/<file>/<var>/span``: median over the kept layers of the 1st-99th percentile span,
+      divided by the scaling range ``vmax - vmin``. ~0.1-1 for real fields; ~1e-25 when one layer
+      of 1e20..1e30 sets ``vmax`` and squashes every other value into the bottom of [0, 1];
+    - ``data/<file>/<var>/range_share``: the file's own min-max range over the scaling range
+      (1 for the file that sets the scale);
+    - ``data/<file>/<var>/extreme_layer``: the kept layer (index in the file) with the largest
+      absolute value.
+    """
+    keep = np.ones(stats[0].vmin.shape[1], bool)
+    keep[list(drop_r)] = False
+    idx = np.flatnonzero(keep)
+    out: dict[str, float] = {}
+    for s in stats:
+        stem = Path(s.path).stem
+        for i, v in enumerate(variables):
+            rng = float(vmax[i]) - float(vmin[i])
+            rng = rng if rng > 0 and np.isfinite(rng) else 1.0
+            bulk = float(np.nanmedian(s.qhi[i, keep] - s.qlo[i, keep]))
+            own = float(np.nanmax(s.vmax[i, keep]) - np.nanmin(s.vmin[i, keep]))
+            absmax = np.nanmax(np.abs(np.stack([s.vmin[i, keep], s.vmax[i, keep]])), axis=0)
+            out[tags.data(stem, v, "span")] = bulk / rng
+            out[tags.data(stem, v, "range_share")] = own / rng
+            out[tags.data(stem, v, "extreme_layer")] = float(idx[int(np.nanargmax(absmax))])
+    return out
