@@ -49,7 +49,12 @@ class GanBalance:
             self._counts[key] += n
         else:
             self._sums[key] = value.clone()
-            self._counts[key] = torch.as_tensor(n, dtype=torch.float64, device=value.device).clone()
+            # torch.full, not as_tensor: a host number would be a blocking host-to-device copy.
+            self._counts[key] = (
+                n.detach().to(torch.float64).clone()
+                if isinstance(n, torch.Tensor)
+                else torch.full((), float(n), dtype=torch.float64, device=value.device)
+            )
 
     def update(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         """Record the critic's scores on a batch of real and of generated samples.

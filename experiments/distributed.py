@@ -64,6 +64,8 @@ def _export_submitit_env() -> None:
 
 def all_ranks_true(flag: torch.Tensor | bool, info: DistInfo) -> bool:
     """True only if ``flag`` holds on every rank (one host sync; a collective under torchrun)."""
+    if not info.enabled and not isinstance(flag, torch.Tensor):
+        return bool(flag)  # a host bool in one process: no tensor, no sync
     t = torch.as_tensor(flag)
     if info.enabled:
         t = t.to(torch.int32).reshape(1).clone()

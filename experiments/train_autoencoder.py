@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
-from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.health import HealthMonitor, StepGuard
 from diagnostics.hooks import probe_mode
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
@@ -251,6 +251,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             weight_imgs.write(step)
 
     def checkpoint(step: int) -> None:
+        stop_if_nonfinite()
         common.save_checkpoint(
             run_dir / "checkpoints",
             step,
@@ -272,6 +273,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
 
     def record(step: int, loss_train: torch.Tensor) -> dict:
         """Validation loss, history, scalars and a snapshot at ``step`` (one host copy each)."""
+        stop_if_nonfinite()
         with writer.cost("snapshots"):
             loss_val = evaluate(model, x_val, weight)
             tr, va = (float(v) for v in torch.stack([loss_train.detach(), loss_val]).cpu().tolist())
@@ -307,6 +309,15 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             },
         )
 
+    nonfinite = StepGuard({"AE": (model, opt)})  # after the optimizer state load
+
+    def stop_if_nonfinite() -> None:
+        bad = nonfinite.verdict()  # one host copy, at a write
+        if bad is not None:
+            msg = bad[1] + f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+            monitor.report_nonfinite(bad[0], msg)
+            raise StopTraining(msg)
+
     if start == 0:
         arrays = record(0, evaluate(model, x_train, weight))  # the untrained state opens the video
         write_frame(0, arrays)
@@ -329,17 +340,16 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         with diag if diag is not None else contextlib.nullcontext():
             model.train()
             for step in range(start + 1, n_steps + 1 if not early else start + 1):
-                idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(device)
+                idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(
+                    device, non_blocking=True
+                )
                 x = x_train[idx]
                 loss = masked_mse(model(x), x, weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                # The one deliberate host sync of the step: a non-finite update is never applied.
-                if not bool(all_finite(loss, model.parameters())):
-                    msg = nonfinite_report({"loss/AE": loss, **named_grads(model, "AE")}, step=step)
-                    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-                    monitor.report_nonfinite(step, msg)
-                    raise StopTraining(msg)
+                # No host sync: a non-finite update is masked on the device and the verdict is
+                # read at the next write (stop_if_nonfinite), before any checkpoint.
+                nonfinite.check("AE", loss, step)
                 opt.step()
                 if diag is not None:
                     diag.step(step)
@@ -350,6 +360,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 pbar.update(1)
 
                 if step % log_every == 0 or step == n_steps:
+                    stop_if_nonfinite()
                     with writer.cost("scalars"):
                         writer.scalars(
                             {

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger, layer_features
 from diagnostics.gan import GanBalance, ValueDistribution
-from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.health import HealthMonitor, StepGuard
 from diagnostics.hooks import probe_mode
 from diagnostics.skill import log_skill, predict, summary_dict
 from diagnostics.slices import physical_ranges, slice_panel, take_slices
@@ -542,22 +542,27 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         if cfg.train.fixed_input and fixed is not None:
             return fixed
         x, y = batches.next()
-        out = x.to(device), y.to(device)
+        out = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.train.fixed_input:
             fixed = out
         return out
 
+    nonfinite = StepGuard({"G": (G, opt_g), "D": (D, opt_d)})  # after the optimizer state load
+
     def guard(step: int, what: str, loss: torch.Tensor, module: torch.nn.Module) -> None:
-        # The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
-        # update is never applied, and every rank stops together.
-        if distributed.all_ranks_true(all_finite(loss, module.parameters()), info):
-            return
-        msg = nonfinite_report({f"loss/{what}": loss, **named_grads(module, what)}, step=step)
-        msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-        monitor.report_nonfinite(step, msg)
-        raise StopTraining(msg)
+        # No host sync: a non-finite update is masked on the device (every rank alike), and
+        # stop_if_nonfinite reads the verdict at the next write, before any checkpoint.
+        nonfinite.check(what, loss, step)
+
+    def stop_if_nonfinite() -> None:
+        bad = nonfinite.verdict()  # one host copy, at a write
+        if bad is not None:
+            msg = bad[1] + f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+            monitor.report_nonfinite(bad[0], msg)
+            raise StopTraining(msg)
 
     def checkpoint(step: int) -> None:
+        stop_if_nonfinite()
         rngs = [common.rng_state()]
         if info.enabled:
             rngs = [None] * info.world
@@ -663,6 +668,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 writer.image(f"slices/G/probe{i}", img, step)
 
     def snapshot(step: int) -> None:
+        stop_if_nonfinite()
         arrays = {f"probe/{k}": v for k, v in probe_pass().items()}
         arrays |= {f"weights/G/{n}": p for n, p in G.state_dict().items()}
         arrays |= {f"weights/D/{n}": p for n, p in D.state_dict().items()}
@@ -716,7 +722,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         loss_g.backward()
                         guard(step, "G", loss_g, G)
                         opt_g.step()
-                        ema_update(G_ema, G, float(cfg.train.ema_decay))
+                        ema_update(G_ema, G, nonfinite.hold(float(cfg.train.ema_decay)))
                         meter.add("loss/G_mse", loss_g)
                         if step == int(cfg.train.pretrain_steps) and cfg.log.skill_regression:
                             G_reg = copy.deepcopy(G_eval).requires_grad_(False)
@@ -741,7 +747,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         guard(step, "G", loss_g, G)
                         balance.update_grad_norm("G", G.parameters())
                         opt_g.step()
-                        ema_update(G_ema, G, float(cfg.train.ema_decay))
+                        ema_update(G_ema, G, nonfinite.hold(float(cfg.train.ema_decay)))
                         meter.add("loss/G", adv)
                         meter.add("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
                 diag.step(step)
@@ -757,6 +763,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 if embedder is not None and embedder.due(step, last=step == n_steps):
                     write_embeddings(step)
                 if step % int(cfg.log.every) == 0 or step == n_steps:
+                    stop_if_nonfinite()
                     with writer.cost("scalars"):
                         # Diversity is cheap (a few generator passes on the probes): every write,
                         # so mode collapse shows within two writes.
