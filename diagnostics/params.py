@@ -104,6 +104,18 @@ class ParamStats:
             return
         for opt in self.optimizers.values():
             self._handles.append(opt.register_step_pre_hook(self._pre_step))
+            # The layout of all the optimizer's parameters, built here: on the step path its
+            # index tensors would be host-to-device copies.
+            idx = [
+                self._index[id(p)]
+                for g in opt.param_groups
+                for p in g["params"]
+                if id(p) in self._index
+            ]
+            if idx and self.n_steps is not None:
+                self._layout(tuple(idx))
+        if self._fallback and self.n_steps is not None:
+            self._layout(tuple(self._fallback))
 
     def remove(self) -> None:
         """Remove the optimizer hooks."""

@@ -150,6 +150,7 @@ def test_autoencoder_step_has_no_host_sync(tmp_path, monkeypatch):
     cfg = make_cfg(
         [
             "+exp=small",
+            "device=auto",  # the GPU where there is one (benchmarks/gpu.sh)
             "train.n_epochs=1",
             f"train.steps_per_epoch={N_STEPS}",
             *(f"{k}={W}" for k in ("log.every", "snapshot.every", "frames.every")),
