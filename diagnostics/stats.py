@@ -189,10 +189,11 @@ def accumulate(buf: torch.Tensor, x: torch.Tensor, spec: HistSpec) -> None:
     if flat.dtype != torch.float32:  # bins and moments in float32 whatever the dtype (bf16)
         flat = flat.float()
     # Histogram and NaN count: one bincount of n + 3 positions into the buffer's first n + 3.
-    buf[: nc + 1] += _count(_positions(_transform(flat, spec.transform), spec), nc + 1)
+    # add_ on the slices, not +=: item assignment would add a copy_ per slice.
+    buf[: nc + 1].add_(_count(_positions(_transform(flat, spec.transform), spec), nc + 1))
     if flat.numel():
         moments = torch.stack([flat.sum(), torch.dot(flat, flat), torch.isfinite(flat).sum()])
-        buf[nc + 1 :] += moments
+        buf[nc + 1 :].add_(moments)
 
 
 class Segments:
