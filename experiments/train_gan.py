@@ -703,6 +703,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         disable=None if info.is_main else True,
     )
     self_signal = cfg.preempt.self_signal_step
+    preempt_agreed = distributed.LaggedAny(info)
     early = distributed.any_rank_true(preempt.requested, info)  # a signal during set-up
     if early:
         status, exit_code = "preempted", common.EXIT_PREEMPTED
@@ -789,7 +790,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     )
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
-                stop = distributed.any_rank_true(preempt.requested, info)
+                stop = preempt_agreed(preempt.requested)  # ranks agree one step late, no sync
                 if step % int(cfg.snapshot.every) == 0 or step == n_steps or stop:
                     with writer.cost("snapshots"):
                         snapshot(step)
@@ -820,6 +821,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         writer.text("run/status", f"{status} at step {step}", step)
         log.info("diagnostics cost:\n%s", writer.cost_report())
         writer.close()
+        preempt_agreed.wait()
         distributed.cleanup(info)
         if lock is not None:
             lock.release()
