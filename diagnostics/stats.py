@@ -3,7 +3,7 @@
 One call of :func:`accumulate` adds a tensor's statistics into a float64 device buffer laid out
 as :class:`HistSpec` describes::
 
-    [underflow, bin_0 .. bin_{n-1}, overflow, nan_count, sum, sum_squares, n_finite]
+    [underflow, bin_0 .. bin_{n-1}, overflow, nan_count, sum, sum_squares, n_nonfinite]
 
 (the histogram and the NaN count are one ``bincount`` of n + 3 positions; ``n_values`` is their
 sum). :func:`segment_stats` gives the same rows for K tensors at once, in a number of operations
@@ -168,7 +168,8 @@ def _positions(v: torch.Tensor, spec: HistSpec, scale=None, shift=None) -> torch
 def _count(pos: torch.Tensor, size: int) -> torch.Tensor:
     """Counts of the floors of float positions ``pos`` in [0, size), (size,) on their device."""
     if pos.device.type == "cpu":
-        return torch.bincount(pos.to(torch.int64), minlength=size)
+        # int32: bincount of int64 indices is about 3x slower on CPU (and so is the cast).
+        return torch.bincount(pos.to(torch.int32), minlength=size)
     # bincount on CUDA reads max() back to the host; index_add_ does not (and is deterministic
     # under torch.use_deterministic_algorithms; the sums of ones are exact either way).
     ones = torch.ones((), dtype=torch.float64, device=pos.device).expand(pos.numel())
@@ -192,7 +193,10 @@ def accumulate(buf: torch.Tensor, x: torch.Tensor, spec: HistSpec) -> None:
     # add_ on the slices, not +=: item assignment would add a copy_ per slice.
     buf[: nc + 1].add_(_count(_positions(_transform(flat, spec.transform), spec), nc + 1))
     if flat.numel():
-        moments = torch.stack([flat.sum(), torch.dot(flat, flat), torch.isfinite(flat).sum()])
+        # x * 0 is NaN exactly where x is +-Inf or NaN: on CPU about 7x cheaper than
+        # isfinite(x).sum() (bool sums are not vectorised).
+        n_nonfinite = flat.mul(0.0).nan_to_num_(1.0).sum()
+        moments = torch.stack([flat.sum(), torch.dot(flat, flat), n_nonfinite])
         buf[nc + 1 :].add_(moments)
 
 
@@ -247,7 +251,7 @@ def segment_stats(
         x = flat.double()
         moments = [
             torch.segment_reduce(m, "sum", lengths=segs.lengths)
-            for m in (x, x * x, torch.isfinite(flat).double())
+            for m in (x, x * x, x.mul(0.0).nan_to_num_(1.0))  # the last: 1 where non-finite
         ]
         return torch.cat([counts, torch.stack(moments, 1)], 1)
 
@@ -259,10 +263,10 @@ def summarize(buf: np.ndarray, spec: HistSpec, *, dead_bins: int = 1) -> dict:
         raise ValueError(f"buffer shape {buf.shape} != ({spec.size},)")
     nc = spec.n_counts
     counts = buf[:nc]
-    nan_count, s, ss, n_finite = buf[nc : nc + 4]
+    nan_count, s, ss, n_nonfinite = buf[nc : nc + 4]
     binned = counts.sum()
     n = binned + nan_count
-    n_inf = max(0.0, n - n_finite - nan_count)
+    n_inf = max(0.0, n_nonfinite - nan_count)
     if n > 0:
         mean = s / n
         var = (ss - s * s / n) / (n - 1) if n > 1 else 0.0
