@@ -60,7 +60,7 @@ def test_many_tensors_counts_equal_numpy_histogram_per_tensor(tmp_path):
     opt.register_step_pre_hook(grab)
     cfg = {"every": 3, "record_every": 1, "activations": {"enabled": False}}
     g = torch.Generator().manual_seed(1)
-    with Diagnostics({"M": model}, {"M": opt}, Writer(tmp_path), cfg, start_step=1) as diag:
+    with Diagnostics({"M": model}, {"M": opt}, Writer(tmp_path), cfg) as diag:
         for step in range(1, 4):
             x = torch.randn(7, 5, generator=g)
             loss = model(x).pow(2).mean()

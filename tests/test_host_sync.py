@@ -3,7 +3,8 @@
 Every Python-level way a tensor reaches the host (``.item()``, ``.cpu()``, ``.tolist()``,
 ``.numpy()``, ``np.asarray(tensor)``, ``bool``/``float``/``int`` of a tensor, a blocking
 ``.to(device)`` copy, ``torch.tensor``/``torch.as_tensor`` of host data) is counted per training
-step; steps are delimited by ``Diagnostics.step``, which both scripts call once per step. Writes
+step; steps are delimited by the training progress bar's ``update``, which both scripts call once per
+step, after its updates and before its writes. Writes
 (scalars, snapshots, checkpoints, diagnostics) happen only at steps divisible by ``W``; every
 other step must count zero. Where a GPU exists, CUDA's sync debug mode is on as well, so syncs
 inside aten ops (which Python patches cannot see) turn into errors.
@@ -18,8 +19,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
-from diagnostics.core import Diagnostics
 from tests.gan_helpers import gan_cfg
 
 W = 4  # every write cadence of the runs below
@@ -32,7 +33,7 @@ class SyncCounter:
     """Counts host conversions of tensors per training step (the step set by ``mark``)."""
 
     def __init__(self) -> None:
-        self.step = 0  # the last Diagnostics.step seen; 0 = set-up and step 1
+        self.step = 0  # steps finished; 0 = set-up and step 1
         self.counts: dict[int, Counter] = defaultdict(Counter)
         self.on = False
 
@@ -69,17 +70,26 @@ class SyncCounter:
                 return _orig(*a, **kw)
 
             monkeypatch.setattr(torch, fn, made)
-        orig_step = Diagnostics.step
+        # Step boundary: the training progress bar's update, which both scripts call right
+        # after a step's updates and before that step's writes.
+        # A disabled bar (no TTY) keeps no desc: note it at construction.
+        orig_init, orig_update = tqdm.__init__, tqdm.update
 
-        def step(diag, s):
-            self.step = int(s)
-            return orig_step(diag, s)
+        def init(bar, *a, **kw):
+            orig_init(bar, *a, **kw)
+            bar.training_bar = kw.get("desc") in ("train_gan", "train_autoencoder")
 
-        monkeypatch.setattr(Diagnostics, "step", step)
+        def update(bar, n=1):
+            if getattr(bar, "training_bar", False):
+                self.step += int(n)
+            return orig_update(bar, n)
+
+        monkeypatch.setattr(tqdm, "__init__", init)
+        monkeypatch.setattr(tqdm, "update", update)
 
     def training_only(self) -> dict[int, Counter]:
         """Counts of the regions that hold only a training step: after a non-write step r, up to
-        the next Diagnostics.step (step r + 1's forward, backward and optimizer steps)."""
+        the end of step r + 1's updates (its batch, forward, backward and optimizer steps)."""
         return {r: self.counts[r] for r in range(1, N_STEPS) if r % W}
 
 
@@ -113,6 +123,7 @@ def test_counter_sees_each_conversion(monkeypatch):
 
 
 def _assert_no_sync(counter: SyncCounter) -> None:
+    assert counter.step == N_STEPS  # the step boundaries were seen
     regions = counter.training_only()
     assert len(regions) == N_STEPS - 1 - (N_STEPS - 1) // W
     bad = {r: dict(v) for r, v in regions.items() if sum(v.values())}
@@ -128,7 +139,7 @@ def test_gan_step_has_no_host_sync(cache_dir, tmp_path, monkeypatch):
         cache_dir,
         f"train.steps={N_STEPS}",
         "train.pretrain_steps=2",  # both paths: MSE pretraining and the adversarial step
-        *(f"{k}={W}" for k in ("log.every", "log.slices_every", "log.physics_every")),
+        *(f"{k}={W}" for k in ("log.slices_every", "log.physics_every")),
         *(f"{k}={W}" for k in ("snapshot.every", "checkpoint.every", "diagnostics.every")),
         "diagnostics.record_every=2",  # recorded steps (hooks on) between writes count too
         "embed.enabled=false",
@@ -153,7 +164,7 @@ def test_autoencoder_step_has_no_host_sync(tmp_path, monkeypatch):
             "device=auto",  # the GPU where there is one (benchmarks/gpu.sh)
             "train.n_epochs=1",
             f"train.steps_per_epoch={N_STEPS}",
-            *(f"{k}={W}" for k in ("log.every", "snapshot.every", "frames.every")),
+            *(f"{k}={W}" for k in ("snapshot.every", "frames.every")),
             *(f"{k}={W}" for k in ("checkpoint.every", "diagnostics.every")),
             "diagnostics.record_every=2",
             "embed.enabled=false",
