@@ -1,12 +1,22 @@
 """Cost of the diagnostics on a WGAN-GP training step, measured side by side in one run.
 
-Four modes run in interleaved blocks of the same number of steps on the same models (median of
+The modes run in interleaved blocks of the same number of steps on the same models (median of
 the per-step time over repetitions):
 
 1. ``none``    no diagnostics;
 2. ``default`` ``conf/diagnostics/default.yaml`` (sampled recording, periodic writes);
 3. ``full``    ``conf/diagnostics/full.yaml`` (every-step histograms of every layer);
-4. ``naive``   ``SummaryWriter.add_histogram`` of every activation that ``full`` hooks, every step.
+4. ``weights`` weight and gradient histograms of both networks, recorded and written every step
+   (no activations): the peer of ``wandb``;
+5. ``wandb``   ``wandb.watch(log="all", log_freq=1)`` in offline mode (the peer: weights and
+   gradients at every step); its service process's CPU time is added to the CPU time;
+6. ``naive``   ``SummaryWriter.add_histogram`` of every activation that ``full`` hooks, every step.
+
+Beside the times: host synchronisations per step (``.item()``, ``.cpu()``, ``.tolist()``,
+``.numpy()``, ``bool``/``float``/``int`` of a tensor, blocking cross-device copies, counted in a
+separate pass; on a GPU also CUDA's sync debug mode) and operators per recorded step and per write
+(top-level aten operators in ``torch.profiler``, view operators excluded; on a GPU each is a
+kernel launch).
 
 A block is ``every`` (of the default config) steps long, so each block of mode 2 holds exactly
 one write and each of mode 3 one round of images: the median then includes their cost instead of
@@ -18,14 +28,20 @@ hiding it. The naive mode has no periodic part and is slow, so its blocks are sh
 
 ``--model dcgan`` times a step of the pytorch/examples DCGAN (one D step on real and fake, one G
 step, BCE loss) at ``--size`` 64 (or 32), a model the library was not written for.
+
+    WANDB_MODE=offline is set by the script; install the peer with  pip install -e '.[bench]'
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import tempfile
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -97,6 +113,117 @@ def dcgan_step(G, D, opt_g, opt_d, z, real, args) -> None:
         opt_g.step()
 
 
+# Metadata-only operators (no kernel): views made to concatenate or to index a buffer.
+VIEW_OPS = {
+    "aten::reshape",
+    "aten::view",
+    "aten::_reshape_alias",
+    "aten::detach",
+    "aten::alias",
+    "aten::slice",
+    "aten::select",
+    "aten::as_strided",
+    "aten::expand",
+    "aten::unsqueeze",
+    "aten::lift_fresh",
+}
+
+
+def top_level_ops(prof) -> int:
+    """Operators called from Python (not inside another aten operator), views excluded."""
+    return sum(
+        1
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+        and e.name not in VIEW_OPS
+    )
+
+
+CONVERSIONS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__array__")
+
+
+@contextlib.contextmanager
+def count_syncs(counter: Counter):
+    """Count the ways a tensor reaches the host (and CUDA sync debug warnings on a GPU)."""
+    saved = {n: getattr(torch.Tensor, n) for n in (*CONVERSIONS, "to")}
+
+    def wrap(name):
+        orig = saved[name]
+
+        def f(t, *a, **kw):
+            counter[name] += 1
+            return orig(t, *a, **kw)
+
+        return f
+
+    def to(t, *a, **kw):
+        dev = kw.get("device", a[0] if a else None)
+        blocking = not kw.get("non_blocking", len(a) > 1 and a[1] is True)
+        if (
+            isinstance(dev, str | torch.device)
+            and blocking
+            and torch.device(dev).type != t.device.type
+        ):
+            counter["to(device)"] += 1
+        return saved["to"](t, *a, **kw)
+
+    for n in CONVERSIONS:
+        setattr(torch.Tensor, n, wrap(n))
+    torch.Tensor.to = to
+    cuda = torch.cuda.is_available()
+    try:
+        with warnings.catch_warnings():
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+                warnings.simplefilter("always")
+                warnings.showwarning = lambda *a, **k: counter.update(["cuda sync"])
+            yield counter
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode(0)
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+class Wandb:
+    """The peer: ``wandb.watch(log="all", log_freq=1)`` offline, one ``wandb.log`` per step."""
+
+    def __init__(self, models: dict, log_dir: str) -> None:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project="diag-bench", dir=log_dir, mode="offline")
+        self.models = list(models.values())
+        self.step_no = 0
+
+    def __enter__(self):
+        self.wandb.watch(self.models, log="all", log_freq=1)
+        return self
+
+    def step(self, step: int) -> None:
+        self.run.log({"step": step})  # commits the step's histograms, as a training loop would
+
+    def detach(self) -> None:
+        self.wandb.unwatch(self.models)
+
+    def children_cpu(self) -> float:
+        """CPU seconds of this process's children (wandb's service process)."""
+        import psutil
+
+        total = 0.0
+        for c in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                t = c.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 def gan_step(G, D, opt_g, opt_d, x, y, args) -> None:
     """One training step as in experiments/train_gan.py: n_critic critic steps, one G step."""
     dev = x.device.type
@@ -163,7 +290,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--crop", type=int, default=16)
     ap.add_argument("--n-critic", type=int, default=5)
-    ap.add_argument("--modes", default="none,default,full,naive")
+    ap.add_argument("--modes", default="none,default,full,weights,wandb,naive")
     ap.add_argument("--model", default="gan3d", choices=["gan3d", "dcgan"])
     ap.add_argument("--size", type=int, default=64, help="dcgan image size (32 or 64)")
     ap.add_argument("--width", type=int, default=32, help="dcgan ngf = ndf")
@@ -182,8 +309,16 @@ def main() -> None:
         G, D, opt_g, opt_d, x, y = build(args, device)
         step_fn = gan_step
     cfgs = {"default": load_cfg("default"), "full": load_cfg("full")}
+    cfgs["weights"] = load_cfg("default") | {"every": 1, "record_every": 1, "image_every": None}
+    cfgs["weights"]["activations"] = {"enabled": False}
     block = args.block or int(cfgs["default"]["every"])
     modes = args.modes.split(",")
+    if "wandb" in modes:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            print("wandb is not installed (pip install -e '.[bench]'): its row is left out")
+            modes.remove("wandb")
     tmp = Path(tempfile.mkdtemp(prefix="diag_bench_"))
     models = {"G": G, "D": D}
 
@@ -201,9 +336,12 @@ def main() -> None:
         elif m == "naive":
             types = cfgs["full"]["activations"]["types"]
             ctx[m] = Naive(models, types, str(tmp / m))
+        elif m == "wandb":
+            ctx[m] = Wandb(models, str(tmp / m))
     n_hooked = {
-        m: len(c.act.layers) if isinstance(c, Diagnostics) else len(c.layers)
+        m: (len(c.act.layers) if c.act else 0) if isinstance(c, Diagnostics) else len(c.layers)
         for m, c in ctx.items()
+        if isinstance(c, Diagnostics | Naive)
     }
     print(f"hooked layers: {n_hooked}; block = {block} steps, reps = {args.reps}")
 
@@ -215,6 +353,7 @@ def main() -> None:
         for m in modes:
             c = ctx.get(m)
             sync()
+            k0 = c.children_cpu() if isinstance(c, Wandb) else 0.0
             t0, c0 = time.perf_counter(), time.process_time()
             if c is not None:
                 c.__enter__()
@@ -232,11 +371,74 @@ def main() -> None:
                 elif c is not None:
                     c.detach()  # keep the object (and its step numbering) for the next block
             wall[m].append((time.perf_counter() - t0) / n_steps)
-            cpu[m].append((time.process_time() - c0) / n_steps)
+            child = c.children_cpu() - k0 if isinstance(c, Wandb) else 0.0
+            cpu[m].append((time.process_time() - c0 + child) / n_steps)
         line = ", ".join(
             f"{m} {wall[m][-1] * 1e3:.1f} ms ({cpu[m][-1] * 1e3:.1f} cpu)" for m in modes
         )
         print(f"rep {rep}: {line}", flush=True)
+
+    # Host syncs per step: a separate pass (the patched conversions cost time themselves).
+    syncs: dict[str, Counter] = {}
+    n_sync = {}
+    for m in modes:
+        c = ctx.get(m)
+        n_sync[m] = args.naive_block if m == "naive" else block
+        syncs[m] = Counter()
+        if c is not None:
+            c.__enter__()
+        try:
+            with count_syncs(syncs[m]):
+                for _ in range(n_sync[m]):
+                    steps[m] += 1
+                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    if c is not None:
+                        c.step(steps[m])
+                sync()
+        finally:
+            if c is not None and m == "naive":
+                c.hooks.remove()
+            elif c is not None:
+                c.detach()
+    # Operators: one recorded step without a write, and one write (diagnostics modes).
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    ops: dict[str, tuple[int, int | None]] = {}
+    for m in modes:
+        c = ctx.get(m)
+        if c is not None:
+            c.__enter__()
+        try:
+            if isinstance(c, Diagnostics) and c.every > 1:  # next: recorded, not a write
+                while (steps[m] + 1) % c.record_every or (steps[m] + 1) % c.every == 0:
+                    steps[m] += 1
+                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    c.step(steps[m])
+            steps[m] += 1
+            with profile(activities=acts) as prof:
+                gan_step(G, D, opt_g, opt_d, x, y, args)
+                if c is not None:
+                    c.step(steps[m])
+                sync()
+            n_write = None
+            if isinstance(c, Diagnostics):
+                while (steps[m] + 1) % c.every:
+                    steps[m] += 1
+                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    c.step(steps[m])
+                steps[m] += 1
+                gan_step(G, D, opt_g, opt_d, x, y, args)
+                with profile(activities=acts) as pw:
+                    c.step(steps[m])  # the write: weights, reduce, one host copy, records
+                    sync()
+                n_write = top_level_ops(pw)
+            ops[m] = (top_level_ops(prof), n_write)
+        finally:
+            if c is not None and m == "naive":
+                c.hooks.remove()
+            elif c is not None:
+                c.detach()
 
     # On a shared CPU, other processes inflate wall time; the process's own CPU time (all its
     # threads, the event writer's included) is the steadier measure there. On a GPU: wall time.
@@ -252,9 +454,36 @@ def main() -> None:
             o_full, o_naive = med["full"] - base, med["naive"] - base
             ratio = o_naive / o_full if o_full > 0 else float("inf")
             print(f"  naive overhead / full overhead = {ratio:.1f}x (target >= 3x CPU, >= 10x GPU)")
-        if base and "default" in med:
-            pct = (med["default"] / base - 1) * 100
-            print(f"  default overhead = {pct:.2f} % (target <= 5 % CPU, <= 3 % GPU)")
+        if base:
+            cpu_dev = device.type == "cpu"
+            targets = {"default": 1.02 if cpu_dev else 1.01, "full": 1.15 if cpu_dev else 1.05}
+            targets["weights"] = 1.10 if cpu_dev else None
+            for m, t in targets.items():
+                if m in med:
+                    r = med[m] / base
+                    verdict = (
+                        ""
+                        if t is None
+                        else f" (target <= {t:.2f}x: {'met' if r <= t else 'NOT met'})"
+                    )
+                    print(f"  {m} = {r:.3f}x{verdict}")
+            if "wandb" in med and "weights" in med:
+                print(
+                    f"  wandb overhead / weights overhead = "
+                    f"{(med['wandb'] - base) / max(med['weights'] - base, 1e-12):.1f}x"
+                )
+    base_ops = ops.get("none", (0, None))[0]
+    print("\nhost syncs per step (all steps of one block, writes included) and operators:")
+    print(
+        f"  {'mode':<8} {'syncs/step':>10} {'ops/step':>9} {'+ops/step':>10} {'ops/write':>10}  kinds"
+    )
+    for m in modes:
+        k = syncs[m]
+        per = sum(k.values()) / n_sync[m]
+        o_step, o_write = ops[m]
+        ow = "" if o_write is None else str(o_write)
+        kinds = ", ".join(f"{n} {v / n_sync[m]:.2f}" for n, v in k.most_common())
+        print(f"  {m:<8} {per:>10.2f} {o_step:>9} {o_step - base_ops:>+10} {ow:>10}  {kinds}")
     # Hook and write times are wall-clock (perf_counter), so they compare with the wall median.
     base = statistics.median(wall["none"]) if "none" in modes else 0.0
     for m, c in ctx.items():
@@ -271,6 +500,8 @@ def main() -> None:
             writers[m].close()
         elif m == "naive":
             c.tb.close()
+        elif m == "wandb":
+            c.close()
 
 
 if __name__ == "__main__":

@@ -2,17 +2,21 @@
 
 Two parts:
 
-1. A non-finite guard for the training step. ``all_finite(loss, params)`` is one boolean device tensor;
-   the loop syncs on it once per step (the one documented host sync of the step), skips the optimizer
-   step when it is False, and only then asks :func:`nonfinite_report` which tensor went bad::
+1. A non-finite guard for the training step, :class:`StepGuard`: its verdict stays on the device
+   (as ``GradScaler`` keeps ``found_inf``) and masks the optimizer step there, so the step has no
+   host sync; the loop reads it at a write and stops with the last good checkpoint::
 
+       guard = StepGuard({"D": (D, opt_d)})
        loss_d.backward()
-       ok = all_finite(loss_d, D.parameters())
-       if not bool(ok):  # the single per-step host sync, on purpose
-           msg = nonfinite_report({"loss/D": loss_d, **named_grads(D, "D")}, step=step)
-           monitor.report_nonfinite(step, msg)
-           break  # the last checkpoint written is the last good state
+       guard.check("D", loss_d, step)          # device only; a bad update is masked
        opt_d.step()
+       ...                                     # at a write, before any checkpoint:
+       bad = guard.verdict()                   # one host copy: None or (step, message)
+       if bad is not None:
+           monitor.report_nonfinite(*bad)
+           raise StopTraining(bad[1])          # the last checkpoint written is the last good state
+
+   ``all_finite`` and :func:`nonfinite_report` remain for loops that sync on the flag themselves.
 
 2. :class:`HealthMonitor`, fed after each write with the host-side statistics stream ``history``
    (``{tag: [(step, value), ...]}``, e.g. the diagnostics core's ``diag.history``), runs the checks below.
@@ -143,6 +147,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from . import tags
 from .rundir import atomic_write_text
@@ -343,6 +348,140 @@ def nonfinite_report(
         )
     head = f"non-finite values {where}: " if where else "non-finite values: "
     return head + "; ".join(bad) + ". The step was not applied."
+
+
+# ------------------------------------------------------------------------ device-side guard
+# Optimizers whose fused kernels take GradScaler's ``found_inf`` and skip the whole update
+# (parameters, moments, step count) on the device when it is non-zero.
+FUSED_FOUND_INF = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
+
+
+class StepGuard:
+    """The non-finite step guard with its verdict kept on the device (GradScaler's ``found_inf``).
+
+    ``check`` finds a non-finite loss or gradient without a host sync and latches a device flag;
+    from then on every guarded optimizer step is masked on the device: Adam, AdamW, SGD and
+    Adagrad are switched to their fused kernels, which skip the update when ``found_inf`` is set
+    (as under ``GradScaler``); any other optimizer has its parameters put back after ``step()``
+    by one ``torch.where`` on a flat copy. The host reads the flag only at a write
+    (:meth:`verdict`, one host copy) and stops the run there; no checkpoint may be written before
+    that read. The flag stays set, so no update after the first bad one is applied either::
+
+        guard = StepGuard({"D": (D, opt_d), "G": (G, opt_g)})  # after loading a checkpoint
+        loss_d.backward(); guard.check("D", loss_d, step); opt_d.step()   # device only
+        ema_update(G_ema, G, guard.hold(decay))                 # an EMA frozen with the rest
+        ...                                                     # at a write:
+        bad = guard.verdict()                                   # None, or (step, message)
+
+    Under ``torch.distributed`` the flag is reduced over ranks on the device (``all_reduce``
+    MAX of one element, no host sync), so every rank masks the same steps.
+    """
+
+    def __init__(self, sites: Mapping[str, tuple[torch.nn.Module, torch.optim.Optimizer]]) -> None:
+        if not sites:
+            raise ValueError("StepGuard needs at least one (model, optimizer) site")
+        self.names = list(sites)
+        first = next(iter(sites.values()))[0]
+        p0 = next(first.parameters(), None)
+        device = p0.device if p0 is not None else torch.device("cpu")
+        self.flag = torch.zeros((), device=device)  # 1.0 once any guarded step was non-finite
+        self._step = torch.zeros((), dtype=torch.int64, device=device)  # first bad step
+        self._site = torch.zeros((), dtype=torch.int64, device=device)  # its site index
+        self._zero = torch.zeros((), device=device)
+        self._params: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
+        self._evidence: dict[str, torch.Tensor] = {}  # per site: max|x| of loss, each grad
+        self._handles: list = []
+        self._backup: dict[str, torch.Tensor | None] = {}
+        for name, (module, opt) in sites.items():
+            params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+            self._params[name] = params
+            self._evidence[name] = torch.zeros(1 + len(params), device=device)
+            self._attach(name, opt)
+
+    def _attach(self, name: str, opt: torch.optim.Optimizer) -> None:
+        if isinstance(opt, FUSED_FOUND_INF) and not any(
+            g.get("differentiable") for g in opt.param_groups
+        ):
+            # Also after load_state_dict, which restores the saved groups' "fused" setting.
+            for g in opt.param_groups:
+                g["fused"], g["foreach"] = True, False
+            opt.found_inf = self.flag
+            return
+        params = [p for g in opt.param_groups for p in g["params"]]
+        self._backup[name] = None
+
+        def pre(o, args, kwargs):
+            self._backup[name] = torch.cat([p.detach().reshape(-1) for p in params])
+
+        def post(o, args, kwargs):
+            with torch.no_grad():
+                now = torch.cat([p.detach().reshape(-1) for p in params])
+                keep = torch.where(self.flag > 0, self._backup[name], now)
+                parts = keep.split([p.numel() for p in params])
+                torch._foreach_copy_(
+                    params, [v.view_as(p) for v, p in zip(parts, params, strict=True)]
+                )
+            self._backup[name] = None
+
+        self._handles += [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
+
+    def remove(self) -> None:
+        """Remove the optimizer hooks of the put-back path."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def check(self, name: str, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Between ``backward()`` and ``step()``: latch a non-finite loss or gradient (device only).
+
+        Returns the device flag (1.0 once any step was non-finite). A constant number of
+        operations whatever the number of parameters (one ``_foreach_norm``).
+        """
+        params = self._params[name]
+        with torch.no_grad():
+            grads = [p.grad for _, p in params if p.grad is not None]
+            norms = torch._foreach_norm([loss.detach().reshape(1), *grads], math.inf)
+            if len(grads) < len(params):  # parameters without a gradient count as finite (0)
+                it = iter(norms[1:])
+                norms = [norms[0]] + [
+                    next(it) if p.grad is not None else self._zero for _, p in params
+                ]
+            if any(n.dtype != torch.float32 for n in norms):  # bf16/fp16 losses or grads
+                norms = [n.float() for n in norms]
+            maxabs = torch.stack(norms)  # (1 + n_params,)
+            bad = (~torch.isfinite(maxabs).all()).float()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # on the device: no host sync
+        new = (bad > self.flag).reshape(())
+        self._step.copy_(torch.where(new, step, self._step))
+        self._site.copy_(torch.where(new, self.names.index(name), self._site))
+        self._evidence[name].copy_(torch.where(new, maxabs, self._evidence[name]))
+        self.flag.copy_(torch.maximum(self.flag, bad))
+        return self.flag
+
+    def hold(self, decay: float) -> torch.Tensor:
+        """An EMA decay that is 1 (no change) once the flag is set, ``decay`` before (device)."""
+        return torch.where(self.flag > 0, 1.0, decay)
+
+    def verdict(self) -> tuple[int, str] | None:
+        """At a write (one host copy): None, or the first bad step and a message naming its tensors."""
+        bad, step, site = torch.stack(
+            [self.flag.double(), self._step.double(), self._site.double()]
+        ).tolist()
+        if not bad:
+            return None
+        name = self.names[int(site)]
+        ev = self._evidence[name].tolist()
+        names = [f"loss/{name}"] + [f"grad/{name}/{n}" for n, _ in self._params[name]]
+        found = [
+            f"{t} ({'NaN' if math.isnan(v) else 'Inf'})"
+            for t, v in zip(names, ev, strict=True)
+            if not math.isfinite(v)
+        ]
+        return int(step), (
+            f"non-finite values at step {int(step)}: {'; '.join(found)}. The step was not "
+            "applied, nor any step after it (the update is masked on the device until this read)."
+        )
 
 
 # ------------------------------------------------------------------------------------ checks

@@ -6,6 +6,10 @@ generator's and the critic's gradients are seen exactly as applied: the generato
 fills the critic's ``.grad``, but the critic's own pre-step hook runs after its ``zero_grad`` and
 backward. A model without an optimizer has its ``.grad`` read at ``Diagnostics.step`` instead.
 
+All parameter tensors of one optimizer step (and all weights at a write) are binned together:
+one flat view, per-tensor count offsets and one ``bincount`` (:func:`diagnostics.stats.segment_stats`),
+so the number of operations does not grow with the number of tensors.
+
 Records: ``weights/<model>/<param>/{hist,norm}``; ``grad/<model>/<param>/{hist,norm}`` (histogram
 of log10|g|, norm = root mean square over the optimizer steps since the last write) and per network
 ``grad/<model>/{norm,nan_count,inf_count}``.
@@ -23,7 +27,7 @@ from torch import nn
 
 from . import tags
 from .hooks import unwrap
-from .stats import HistSpec, accumulate, make_spec, summarize
+from .stats import HistSpec, Segments, accumulate, make_spec, segment_stats, summarize
 
 
 class ParamStats:
@@ -67,6 +71,10 @@ class ParamStats:
         self.w_bufs: list[torch.Tensor] = []
         self.g_bufs: list[torch.Tensor] = []
         self.n_steps: torch.Tensor | None = None
+        self.w_mat: torch.Tensor | None = None  # (n_params, size) views of the shared buffer
+        self.g_mat: torch.Tensor | None = None
+        self._segs: dict[tuple[int, ...], tuple[Segments, torch.Tensor, torch.Tensor]] = {}
+        self._w_affine: tuple[torch.Tensor, torch.Tensor] | None = None
         self._handles: list = []
 
     def sizes(self) -> list[int]:
@@ -85,8 +93,10 @@ class ParamStats:
         k = 0
         if self.weights_on:
             self.w_bufs, k = views[:n], n
+            self.w_mat = _rows(self.w_bufs)
         if self.grads_on:
             self.g_bufs, k = views[k : k + n], k + n
+            self.g_mat = _rows(self.g_bufs)
         self.n_steps = views[k]
 
     def register(self) -> None:
@@ -95,6 +105,18 @@ class ParamStats:
             return
         for opt in self.optimizers.values():
             self._handles.append(opt.register_step_pre_hook(self._pre_step))
+            # The layout of all the optimizer's parameters, built here: on the step path its
+            # index tensors would be host-to-device copies.
+            idx = [
+                self._index[id(p)]
+                for g in opt.param_groups
+                for p in g["params"]
+                if id(p) in self._index
+            ]
+            if idx and self.n_steps is not None:
+                self._layout(tuple(idx))
+        if self._fallback and self.n_steps is not None:
+            self._layout(tuple(self._fallback))
 
     def remove(self) -> None:
         """Remove the optimizer hooks."""
@@ -102,16 +124,40 @@ class ParamStats:
             h.remove()
         self._handles = []
 
+    def _layout(self, idx: tuple[int, ...]) -> tuple[Segments, torch.Tensor, torch.Tensor]:
+        """Segments of these parameters, their buffer rows and their models' counter rows (cached)."""
+        if idx not in self._segs:
+            dev = self.n_steps.device
+            segs = Segments([self.params[i][2].numel() for i in idx], dev)
+            rows = torch.tensor(idx, dtype=torch.int64, device=dev)
+            models = sorted({self._model_of[i] for i in idx})
+            self._segs[idx] = (segs, rows, torch.tensor(models, dtype=torch.int64, device=dev))
+        return self._segs[idx]
+
     def _grads(self, indices) -> None:
-        touched = set()
+        dev = self.n_steps.device
+        idx, odd = [], []
         for i in indices:
-            p = self.params[i][2]
-            if p.grad is None or p.grad.is_sparse:
+            g = self.params[i][2].grad
+            if g is None or g.is_sparse:
                 continue
-            accumulate(self.g_bufs[i], p.grad, self.g_spec)
-            touched.add(self._model_of[i])
-        for j in touched:
-            self.n_steps[j] += 1
+            (odd if g.device != dev else idx).append(i)  # elsewhere: one tensor at a time
+        for i in odd:
+            accumulate(self.g_bufs[i], self.params[i][2].grad, self.g_spec)
+        if idx:
+            segs, rows, models = self._layout(tuple(idx))
+            grads = [self.params[i][2].grad for i in idx]
+            self.g_mat.index_add_(0, rows, segment_stats(grads, self.g_spec, segs))
+        touched = sorted({self._model_of[i] for i in idx + odd})
+        if touched:
+            if odd:
+                for j in touched:
+                    self.n_steps[j] += 1
+            else:
+                self.n_steps.index_add_(0, self._layout(tuple(idx))[2], self._one(len(touched)))
+
+    def _one(self, n: int) -> torch.Tensor:
+        return torch.ones((), dtype=self.n_steps.dtype, device=self.n_steps.device).expand(n)
 
     def _pre_step(self, opt: torch.optim.Optimizer, args, kwargs):
         if not self.active:
@@ -172,9 +218,27 @@ class ParamStats:
             else:
                 r = [float(self.w_range)] * len(self.params)
             self.w_specs = [HistSpec(-x, x, self.w_bins, "none") for x in r]
-        with torch.no_grad():
-            for (_, _, p), b, spec in zip(self.params, self.w_bufs, self.w_specs, strict=True):
-                accumulate(b, p.detach(), spec)
+        dev = self.w_mat.device
+        if any(p.device != dev or p.is_sparse for _, _, p in self.params):
+            with torch.no_grad():
+                for (_, _, p), b, spec in zip(self.params, self.w_bufs, self.w_specs, strict=True):
+                    accumulate(b, p.detach(), spec)
+            return
+        if self._w_affine is None:
+            # Each tensor's own edges [-r, r] as position = w * scale + shift, in float32 as the
+            # single-tensor path computes them (so the counts are the same).
+            widths = [(sp.hi - sp.lo) / sp.n_bins for sp in self.w_specs]
+            self._w_affine = (
+                torch.tensor([1.0 / w for w in widths], dtype=torch.float32, device=dev),
+                torch.tensor(
+                    [1.0 - sp.lo / w for sp, w in zip(self.w_specs, widths, strict=True)],
+                    dtype=torch.float32,
+                    device=dev,
+                ),
+            )
+        segs, _, _ = self._layout(tuple(range(len(self.params))))
+        spec = HistSpec(-1.0, 1.0, self.w_bins, "none")  # the layout; edges come from the affine
+        self.w_mat += segment_stats([p for _, _, p in self.params], spec, segs, *self._w_affine)
 
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, world: int) -> None:
         """Records from host buffers (order of :meth:`sizes`); scalars go into ``scalars``."""
@@ -200,7 +264,7 @@ class ParamStats:
         for (mname, pname, _), b in zip(self.params, host[k : k + n], strict=True):
             b = b / world
             ns = steps[self.model_names.index(mname)]
-            if ns <= 0 or b[self.g_spec.n_counts] == 0:
+            if ns <= 0 or b[: self.g_spec.n_counts + 1].sum() == 0:
                 continue
             s = summarize(b, self.g_spec)
             ss = b[self.g_spec.n_counts + 2]
@@ -217,3 +281,16 @@ class ParamStats:
             scalars[tags.grad(mname, what="norm")] = math.sqrt(max(sq[mname], 0.0))
             scalars[tags.grad(mname, what="nan_count")] = bad[mname][0]
             scalars[tags.grad(mname, what="inf_count")] = bad[mname][1]
+
+
+def _rows(views: list[torch.Tensor]) -> torch.Tensor | None:
+    """The (n, size) matrix of n equal, consecutive views of one flat buffer."""
+    if not views:
+        return None
+    v0, size = views[0], views[0].numel()
+    if any(
+        v.numel() != size or v.data_ptr() != v0.data_ptr() + i * size * v0.element_size()
+        for i, v in enumerate(views)
+    ):
+        raise ValueError("parameter buffers must be equal, consecutive views of one buffer")
+    return v0.as_strided((len(views), size), (size, 1))

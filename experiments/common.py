@@ -920,3 +920,13 @@ def log_preempted(preempt: Preemption, step: int, run_dir, code: int) -> None:
         run_dir,
         code,
     )
+
+
+def stop_if_nonfinite(guard, run_dir: str | os.PathLike, monitor) -> None:
+    """At a write, before anything is saved: read the device-side non-finite guard (one host
+    copy, :class:`diagnostics.health.StepGuard`) and stop with the last good checkpoint."""
+    bad = guard.verdict()
+    if bad is not None:
+        msg = bad[1] + f" Last good checkpoint: {latest_checkpoint(run_dir)}"
+        monitor.report_nonfinite(bad[0], msg)
+        raise StopTraining(msg)

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from diagnostics import tags
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
-from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.health import HealthMonitor, StepGuard
 from diagnostics.hooks import probe_mode
 from diagnostics.layout import AE_METRICS
 from diagnostics.snapshots import SnapshotWriter
@@ -200,6 +200,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     if "health" in state:
         monitor.load_state_dict(state["health"])
     B = int(cfg.train.batch_size)
+    nonfinite = StepGuard({"AE": (model, opt)})  # after the optimizer state load
 
     if start == 0:  # the untrained state opens the curves and the video
         diag.report(tags.LOSS_AE_TRAIN, evaluate(model, x_train, weight))
@@ -218,22 +219,25 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         with run.guard(run_dir), diag:
             model.train()
             for step in run.steps(n_steps):
-                idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(device)
+                idx = torch.randint(x_train.shape[0], (B,), generator=sampler)
+                idx = idx.to(device, non_blocking=True)
                 x = x_train[idx]
                 loss = masked_mse(model(x), x, weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                # The one deliberate host sync of the step: a non-finite update is never applied.
-                if not bool(all_finite(loss, model.parameters())):
-                    msg = nonfinite_report({"loss/AE": loss, **named_grads(model, "AE")}, step=step)
-                    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-                    monitor.report_nonfinite(step, msg)
-                    raise StopTraining(msg)
+                # No host sync: a non-finite update is masked on the device; the verdict is read
+                # at the next write, before any checkpoint (common.stop_if_nonfinite).
+                nonfinite.check("AE", loss, step)
                 opt.step()
                 diag.report(tags.LOSS_AE_TRAIN, loss)
                 pbar.update(1)
 
                 snap_now, frame_now = diag.due("snapshot", step), diag.due("frames", step)
+                stop = preempt.requested
+                ckpt_now = diag.due(int(cfg.checkpoint.every), step) or stop
+                emb = embedder is not None and embedder.due(step, last=step == n_steps)
+                if snap_now or frame_now or ckpt_now or diag.due("scalars", step) or emb:
+                    common.stop_if_nonfinite(nonfinite, run_dir, monitor)  # a write: read the flag
                 if snap_now or frame_now:
                     with writer.cost("snapshots"):
                         loss_val = evaluate(model, x_val, weight)
@@ -252,8 +256,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     pbar.set_postfix(train=f"{history['train'][-1]:.3g}", val=f"{history['val'][-1]:.3g}")  # fmt: skip
                 if embedder is not None and embedder.due(step, last=step == n_steps):
                     write_embeddings(embedder, model, x_val, data, step)
-                stop = preempt.requested
-                if diag.due(int(cfg.checkpoint.every), step) or stop:
+                if ckpt_now:
                     with writer.cost("checkpoints"):
                         ckpt = checkpoint_state(step, model, opt, sampler, history, diag, monitor)
                         common.save_checkpoint(

@@ -36,7 +36,7 @@ from diagnostics import tags
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.gan import GanBalance
-from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.health import HealthMonitor, StepGuard
 from diagnostics.layout import GAN_METRICS
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
@@ -324,7 +324,7 @@ class Batches:
         if self._fixed is not None:
             return self._fixed
         x, y = self.next()
-        out = x.to(self.device), y.to(self.device)
+        out = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.fixed_input:
             self._fixed = out
         return out
@@ -463,15 +463,10 @@ def make_probes(cfg, probe_src, coords, scaler, nets: Nets, writer, stream, snap
     return probes
 
 
-def guard(step: int, what: str, loss, module, info, run_dir: Path, monitor) -> None:
-    """The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
-    update is never applied, and every rank stops together."""
-    if distributed.all_ranks_true(all_finite(loss, module.parameters()), info):
-        return
-    msg = nonfinite_report({f"loss/{what}": loss, **named_grads(module, what)}, step=step)
-    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-    monitor.report_nonfinite(step, msg)
-    raise StopTraining(msg)
+def guard(step: int, what: str, loss, module, nonfinite: StepGuard) -> None:
+    """No host sync: a non-finite update is masked on the device (every rank alike);
+    common.stop_if_nonfinite reads the verdict at the next write, before any checkpoint."""
+    nonfinite.check(what, loss, step)
 
 
 def save_checkpoint(cfg, run_dir: Path, step: int, info, nets: Nets, stream, diag, monitor):
@@ -500,7 +495,8 @@ def save_checkpoint(cfg, run_dir: Path, step: int, info, nets: Nets, stream, dia
 class GanStep:
     """One training step's updates: MSE pretraining, or n_critic critic steps with gradient
     penalty and one generator step. Every loss goes into the scalar stream (``report``);
-    ``guard(step, what, loss, module)`` stops the run before a non-finite update is applied."""
+    ``guard(step, what, loss, module)`` masks a non-finite update on the device; ``hold(decay)``
+    freezes the EMA with it."""
 
     nets: Nets
     batches: Batches
@@ -513,6 +509,7 @@ class GanStep:
     ema_decay: float
     content_weight: float
     content_loss: str
+    hold: Callable = float
     content_reference: torch.Tensor | None = None  # train.content_norm: per-variable divisors
 
     def pretrain(self, step: int) -> None:
@@ -524,7 +521,7 @@ class GanStep:
         loss_g.backward()
         self.guard(step, "G", loss_g, n.G)
         n.opt_g.step()
-        ema_update(n.G_ema, n.G, self.ema_decay)
+        ema_update(n.G_ema, n.G, self.hold(self.ema_decay))
         self.report(tags.LOSS_G_MSE, loss_g)
 
     def adversarial(self, step: int) -> None:
@@ -559,7 +556,7 @@ class GanStep:
         self.guard(step, "G", loss_g, n.G)
         self.balance.update_grad_norm("G", n.G.parameters())
         n.opt_g.step()
-        ema_update(n.G_ema, n.G, self.ema_decay)
+        ema_update(n.G_ema, n.G, self.hold(self.ema_decay))
         self.report(tags.LOSS_G, adv)
         self.report(tags.LOSS_MSE, torch.nn.functional.mse_loss(fake.detach(), y))
 
@@ -664,18 +661,20 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         fixed_input=bool(cfg.train.fixed_input),
     )
     balance = GanBalance(diag.scalars)
+    nonfinite = StepGuard({"G": (nets.G, nets.opt_g), "D": (nets.D, nets.opt_d)})  # after restore
     gan_step = GanStep(
         nets,
         batches,
         diag.report,
         balance,
-        functools.partial(guard, info=info, run_dir=run_dir, monitor=monitor),
+        functools.partial(guard, nonfinite=nonfinite),
         factor=int(cfg.data.factor),
         n_critic=int(cfg.train.n_critic),
         lambda_gp=float(cfg.train.lambda_gp),
         ema_decay=float(cfg.train.ema_decay),
         content_weight=float(cfg.train.content_weight),
         content_loss=str(cfg.train.content_loss),
+        hold=nonfinite.hold,
         content_reference=ref_content,
     )
     autocast = (
@@ -685,6 +684,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     )
     lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     self_signal = cfg.preempt.self_signal_step
+    preempt_agreed = distributed.LaggedAny(info)
 
     if probes.embedder is not None and start == 0:
         probes.write_embeddings(0)
@@ -721,6 +721,12 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                                 group["lr"] = lr_g_adv
                         gan_step.adversarial(step)
                 pbar.update(1)
+                periods = (int(cfg.log.slices_every), "physics", "scalars", int(cfg.snapshot.every))
+                emb = probes.embedder is not None and probes.embedder.due(
+                    step, last=step == n_steps
+                )
+                if emb or any(diag.due(p, step) for p in periods):
+                    common.stop_if_nonfinite(nonfinite, run_dir, monitor)  # a write: read the flag
 
                 # Probe writes, then the one scalar write of the step (health reads its history).
                 if diag.due(int(cfg.log.slices_every), step):
@@ -749,7 +755,9 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     log.info("%s", common.console_line(step, diag.last, run.steps_per_s()))
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
-                stop = distributed.any_rank_true(preempt.requested, info)
+                stop = preempt_agreed(preempt.requested)  # ranks agree one step late, no sync
+                if stop or diag.due(int(cfg.checkpoint.every), step):
+                    common.stop_if_nonfinite(nonfinite, run_dir, monitor)  # nothing bad is saved
                 if diag.due(int(cfg.snapshot.every), step) or stop:
                     probes.snapshot(step, _latest(diag.history), diag.snapshot_arrays())
                 if diag.due(int(cfg.checkpoint.every), step) or stop:
@@ -761,6 +769,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     break
     finally:
         verdict = common.end_run(run, monitor=monitor, writer=writer, pbar=pbar, lock=lock)
+        preempt_agreed.wait()
         distributed.cleanup(info)
 
     summary = run.summary(
