@@ -117,11 +117,12 @@ def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     nc = AUTO_GRID.n_counts
     h = h.to(torch.float64)
     buf.index_add_(0, _slot_map(idx.device), h)  # NaN lands in the nonfinite count
-    buf[nc] += flat.numel()
     if flat.numel():
-        # sum, sum of squares, and +Inf (already in overflow) into the nonfinite count too
-        inf = h[_INF_SLOT]
-        buf[nc + 1 :] += torch.stack([flat.sum().double(), torch.dot(flat, flat).double(), inf])
+        # NaN count, sum, sum of squares, and +-Inf (already in overflow) into the nonfinite
+        # count too: the layout of stats.accumulate, [.., nan_count, sum, sum_sq, n_nonfinite]
+        nan, inf = h[_INF_SLOT + 1 :].sum(), h[_INF_SLOT]
+        moments = torch.stack([nan, flat.sum().double(), torch.dot(flat, flat).double(), inf])
+        buf[nc:].add_(moments)
     return a
 
 
