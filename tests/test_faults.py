@@ -236,3 +236,46 @@ def test_autoencoder_preemption_saves_exits_75_and_resumes_exactly(tmp_path):
     assert summary["status"] == "preempted" and summary["preempt"]["signal"] == "SIGTERM"
     step = summary["step"]
     assert common.load_latest_checkpoint(run)[1]["step"] == step
+
+
+# ------------------------------------------------------------------------------ README
+def test_readme_resume_keys_match_the_code():
+    """The README's list of keys that may change on resume is the code's list, both ways."""
+    import re
+
+    from experiments.train_autoencoder import AE_RESUME_MUTABLE
+    from experiments.train_gan import GAN_RESUME_MUTABLE
+
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"<!-- resume-free -->(.*?)<!-- /resume-free -->", text, re.S).group(1)
+    keys = [k.removesuffix(".*") for k in re.findall(r"`([^`]+)`", listed)]
+    from_cli = {"resume", "run_name", "out_root"}  # always the new command line's, listed apart
+    code = set(common.RESUME_FREE) - from_cli
+    assert sorted(keys) == sorted(code | set(GAN_RESUME_MUTABLE) | set(AE_RESUME_MUTABLE))
+    assert "`train.steps` (GAN)" in listed and "`train.n_epochs` (autoencoder)" in listed
+    assert GAN_RESUME_MUTABLE == ("train.steps",) and AE_RESUME_MUTABLE == ("train.n_epochs",)
+    # The keys always taken from the new command line, as the README names them.
+    current = re.search(r"`resume`, `run_name`, `out_root`, (.*?) always come", text, re.S)
+    named = from_cli | set(re.findall(r"`([^`]+)`", current.group(1)))
+    assert named == set(common.RESUME_CURRENT) | from_cli
+
+
+def test_resume_refusal_message_as_documented(tmp_path):
+    """The refusal names the key and both values, lists what may change, and says what to do."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create({"train": {"lr_g": 0.001, "steps": 2}, "log": {"every": 1}})
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    now = OmegaConf.create({"train": {"lr_g": 0.5, "steps": 2}, "log": {"every": 1}})
+    with pytest.raises(common.RunError) as e:
+        common.resume_config(now, tmp_path, mutable=("train.steps",), overrides=["train.lr_g=0.5"])
+    msg = str(e.value)
+    assert msg.startswith(f"resume of {tmp_path} refused: train.lr_g=0.5 (the run has 0.001). ")
+    assert "Only checkpoint, data.cache_dir, " in msg and "train.steps" in msg
+    assert msg.endswith("start a new run (another run_name) to change the others")
+    # an allowed key changes and the rest comes from the saved config
+    now2 = OmegaConf.create({"train": {"lr_g": 0.001, "steps": 9}, "log": {"every": 5}})
+    got = common.resume_config(
+        now2, tmp_path, mutable=("train.steps",), overrides=["train.steps=9"]
+    )
+    assert got.train.steps == 9 and got.log.every == 1  # log.every not on the command line
