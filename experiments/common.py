@@ -700,8 +700,16 @@ class Preemption:
         import signal
         import threading
 
+        from experiments import early_signals
+
         if threading.current_thread() is threading.main_thread():
+            pending = early_signals.take()  # received while the script was still starting
             self._old = {s: signal.signal(s, self._handler) for s in self.signums}
+            for s in pending:
+                if s in self.signums:
+                    self._handler(s, None)
+                else:  # not a preemption signal of this run: its default action, as before
+                    os.kill(os.getpid(), s)
         return self
 
     def __exit__(self, *exc) -> None:

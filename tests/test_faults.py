@@ -279,3 +279,57 @@ def test_resume_refusal_message_as_documented(tmp_path):
         now2, tmp_path, mutable=("train.steps",), overrides=["train.steps=9"]
     )
     assert got.train.steps == 9 and got.log.every == 1  # log.every not on the command line
+
+
+# ------------------------------------------------------------------------------ early signals
+def test_signal_before_training_is_kept_for_preemption():
+    """A signal caught by ``early_signals`` (while the script imports) becomes a preemption
+    request when training starts; the default action comes back afterwards."""
+    import signal
+
+    from experiments import early_signals
+
+    early_signals.install()
+    try:
+        assert signal.getsignal(signal.SIGUSR2) is early_signals._keep
+        os.kill(os.getpid(), signal.SIGUSR2)  # would kill the process with the default action
+        with common.Preemption("SIGUSR2") as p:
+            assert p.requested and p.received_name == "SIGUSR2"
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    finally:
+        early_signals.take()
+    # a handler someone else installed (submitit's) is left alone
+    prev = signal.signal(signal.SIGUSR1, lambda *a: None)
+    try:
+        early_signals.install()
+        assert signal.getsignal(signal.SIGUSR1) is not early_signals._keep
+    finally:
+        early_signals.take()
+        signal.signal(signal.SIGUSR1, prev)
+
+
+@pytest.mark.parametrize("script", [GAN, AE])
+def test_signal_while_the_script_starts_exits_75(script, tmp_path):
+    """SIGUSR2 about a second after the start (imports, config composition): it used to kill
+    the process (exit -12, nothing in summary.json); now the run ends preempted, exit 75."""
+    import signal
+    import time
+
+    extra = [] if script == GAN else AE_SHORT
+    cmd = [sys.executable, script, f"out_root={tmp_path}", "run_name=e", *extra]
+    if script == GAN:
+        cmd += ["+exp=small", *TINY, "embed.enabled=false", "train.steps=400"]
+    p = subprocess.Popen(
+        cmd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1.0)
+    p.send_signal(signal.SIGUSR2)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == common.EXIT_PREEMPTED, out[-2000:]
+    run = tmp_path / ("gan" if script == GAN else "autoencoder") / "e"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["preempt"]["signal"] == "SIGUSR2"
