@@ -355,19 +355,29 @@ def corrupt_case(script: str, how: str, seed: int) -> Callable[[Path], None]:
 
 
 def concurrent_case(script: str, staggered: bool) -> Callable[[Path], None]:
+    """Two runs with one run name: started together (both 3 intervals long), or the second
+    while the first (a long one) is training; the second exits 2, the first is unharmed."""
+
     def case(work: Path) -> None:
         d = work / KIND[script] / "c"
-        a = start(script, work, "run_name=c", *length(script, 3))
+        n = 400 if staggered else 3
+        a = start(script, work, "run_name=c", *length(script, n))
+        if staggered and not wait_ckpts(d, 1, a):
+            check(False, "first run made no checkpoint", finish(a, 30))
+        b = start(script, work, "run_name=c", *length(script, n))
         if staggered:
-            if not wait_ckpts(d, 1, a):
-                check(False, "first run made no checkpoint", finish(a, 30))
-        b = start(script, work, "run_name=c", *length(script, 3))
-        ra, rb = finish(a), finish(b)
-        rcs = sorted([ra.rc, rb.rc])
-        check(rcs == [0, 2], f"exit codes {rcs}", ra if ra.rc else rb)
-        loser = rb if rb.rc == 2 else ra
-        clean(loser, {2}, "in use by another run")
-        completed(ra if ra.rc == 0 else rb, d, steps_of(script, 3))
+            rb = finish(b)
+            clean(rb, {2}, "in use by another run")
+            check(a.poll() is None, "first run ended before the second was refused")
+            a.send_signal(signal.SIGTERM)
+            ra = finish(a)
+            check(ra.rc == common.EXIT_PREEMPTED, "first run not preempted cleanly", ra)
+        else:
+            ra, rb = finish(a), finish(b)
+            rcs = sorted([ra.rc, rb.rc])
+            check(rcs == [0, 2], f"exit codes {rcs}", ra if ra.rc else rb)
+            clean(rb if rb.rc == 2 else ra, {2}, "in use by another run")
+            completed(ra if ra.rc == 0 else rb, d, steps_of(script, n))
         from tests.gan_helpers import events
 
         evs = list(d.glob("events.out.tfevents.*"))
@@ -376,6 +386,7 @@ def concurrent_case(script: str, staggered: bool) -> Callable[[Path], None]:
         for tag in acc.Tags()["scalars"]:
             st = [e.step for e in acc.Scalars(tag)]
             check(len(st) == len(set(st)), f"{tag}: duplicate points {st}")
+        check(common.load_latest_checkpoint(d) is not None, "no valid checkpoint")
 
     return case
 
