@@ -26,9 +26,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,6 +483,9 @@ def torchrun_case(kind: str) -> Callable[[Path], None]:
     return case
 
 
+COPYING = ("corrupt", "missing_key", "resume_config", "bad_value")
+
+
 def cases(n_seeds: int) -> list[Case]:
     out: list[Case] = []
     for script, s in ((GAN, "gan"), (AE, "ae")):
@@ -560,14 +565,22 @@ def main() -> None:
     ap.add_argument("--match", help="run only cases whose 'class name' contains this")
     ap.add_argument("--json", help="write every case's result here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--jobs", type=int, default=1, help="cases at a time (each is 1-2 processes)")
     args = ap.parse_args()
     todo = [c for c in cases(args.seeds) if not args.only or c.cls in args.only]
     if args.match:
         todo = [c for c in todo if args.match in f"{c.cls} {c.name}"]
     work = Path(tempfile.mkdtemp(prefix="faults-"))
-    print(f"{len(todo)} cases, work directory {work}", flush=True)
+    print(f"{len(todo)} cases, {args.jobs} at a time, work directory {work}", flush=True)
     t0 = time.monotonic()
-    for i, c in enumerate(todo):
+    for script in (GAN, AE):  # the base runs the corruption and resume cases copy, made once
+        prefix = "gan " if script == GAN else "ae "
+        if any(c.name.startswith(prefix) for c in todo if c.cls in COPYING):
+            base_run(script, work)
+    done = [0]
+    lock = threading.Lock()
+
+    def one(i: int, c: Case) -> None:
         d = work / f"case{i:03d}"
         d.mkdir()
         t = time.monotonic()
@@ -581,8 +594,13 @@ def main() -> None:
         c.secs = time.monotonic() - t
         c.extra = dict(getattr(c.fn, "extra", {}) or {})
         extra = f" {c.extra}" if c.extra else ""
-        print(f"[{i + 1:3d}/{len(todo)}] {c.cls:13s} {c.name:38s} {c.secs:6.1f}s {c.result}{extra}",
-              flush=True)  # fmt: skip
+        with lock:
+            done[0] += 1
+            print(f"[{done[0]:3d}/{len(todo)}] {c.cls:13s} {c.name:38s} {c.secs:6.1f}s "
+                  f"{c.result}{extra}", flush=True)  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(lambda ic: one(*ic), enumerate(todo)))
     total = time.monotonic() - t0
     print(f"\n{'class':14s} survived/total")
     classes = list(dict.fromkeys(c.cls for c in todo))
