@@ -155,9 +155,7 @@ def main() -> None:
     for m in modes:
         if m in cfgs:
             writers[m] = Writer(tmp / m)
-            ctx[m] = Diagnostics(
-                models, {"G": opt_g, "D": opt_d}, writers[m], cfgs[m], start_step=1
-            )
+            ctx[m] = Diagnostics(models, {"G": opt_g, "D": opt_d}, writers[m], cfgs[m])
         elif m == "naive":
             types = cfgs["full"]["activations"]["types"]
             ctx[m] = Naive(models, types, str(tmp / m))

@@ -54,17 +54,16 @@ GAN_TINY = [
     "model.d.n_blocks=1",
     "train.batch_size=2",
     "train.n_critic=2",
-    "log.every=1",
+    "diagnostics.every=1",
     "embed.enabled=false",
     "device=cpu",
 ]
 AE_TINY = [
     "+exp=small",
     "train.steps_per_epoch=10",
-    "log.every=5",
     "frames.every=10",
     "checkpoint.every=10",
-    "diagnostics.every=10",
+    "diagnostics.every=5",
     "diagnostics.record_every=5",
     "embed.enabled=false",
 ]
@@ -254,7 +253,7 @@ def signal_case(script: str, seed: int, kill: bool = False) -> Callable[[Path], 
     checkpoint), then the same command again (a requeue) to a few steps later."""
 
     def case(work: Path) -> None:
-        rng = random.Random(f"{script}-{seed}-{kill}")
+        rng = random.Random(f"{KIND[script]}-{seed}-{kill}")
         sig = signal.SIGKILL if kill else rng.choice([signal.SIGUSR2, signal.SIGTERM])
         where = rng.choice(["setup", 1, 2, 3])
         delay = rng.uniform(0.5, 4.0) if where == "setup" else rng.uniform(0.0, 1.5)
@@ -291,7 +290,7 @@ def signal_case(script: str, seed: int, kill: bool = False) -> Callable[[Path], 
 
 def corrupt_case(script: str, how: str, seed: int) -> Callable[[Path], None]:
     def case(work: Path) -> None:
-        rng = random.Random(f"{script}-{how}-{seed}")
+        rng = random.Random(f"{KIND[script]}-{how}-{seed}")
         d = copy_base(script, work, f"c_{how}_{seed}")
         ck = common.list_checkpoints(d / "checkpoints")
         (old_step, old), (new_step, new) = ck[-2], ck[-1]
@@ -508,7 +507,7 @@ def cases(n_seeds: int) -> list[Case]:
         ("seed=7", False, "seed=7"),
         ("data.crop=[16,16,16]", False, "data.crop"),
         ("", True, None),  # train.steps alone
-        ("log.every=2", True, None),
+        ("diagnostics.every=2", True, None),
         ("+exp=small", True, None),  # the overlay again: ignored with a warning
     ]
     ae_resume = [
@@ -516,7 +515,7 @@ def cases(n_seeds: int) -> list[Case]:
         ("model.n_hidden=7", False, "model.n_hidden=7"),
         ("seed=7", False, "seed=7"),
         ("", True, None),
-        ("log.every=2", True, None),
+        ("diagnostics.every=2", True, None),
     ]
     for script, s, table in ((GAN, "gan", gan_resume), (AE, "ae", ae_resume)):
         for ov, ok, msg in table:
@@ -532,7 +531,7 @@ def cases(n_seeds: int) -> list[Case]:
         (["nosuchkey=1"], {1}, "nosuchkey"),
         (["preempt.signal=SIGKILL"], {2}, "preempt.signal"),
         (["checkpoint.every=0"], {2}, "checkpoint.every"),
-        (["log.every=0"], {2}, "log.every"),
+        (["diagnostics.every=0"], {2}, "diagnostics.every"),
         (["checkpoint.n_keep=-1"], {0, 2}, None),
     ]
     gan_bad = [

@@ -29,7 +29,7 @@ from experiments.train_gan import train  # noqa: E402
 
 QUIET = [
     "diagnostics=off",
-    "log.every=100000",
+    "diagnostics.every=100000",
     "log.slices_every=100000",
     "snapshot.every=100000",
     "checkpoint.every=100000",

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import tags
 from .hooks import DEFAULT_TYPES, Hooks, select_modules
-from .render import apply_cmap
+from .render import colorful_dimension
 from .stats import HistSpec, accumulate, make_spec, summarize
 
 
@@ -94,19 +95,17 @@ class ColumnHistory:
         return self._steps[: self.n]
 
 
-def colorful_image(cols: np.ndarray, *, cmap: str = "viridis", max_px: int = 512) -> np.ndarray:
-    """RGB uint8 image of log1p(counts), counts ``(n_counts, n_writes)``: bin 0 at the bottom."""
+def colorful_image(cols: np.ndarray, *, max_px: int = 512) -> np.ndarray:
+    """RGB uint8 image of log1p(counts), counts ``(n_counts, n_writes)``: bin 0 at the bottom
+    (``render.colorful_dimension``, as the videos draw it; colour limit: this image's max)."""
     # cols: (n_counts, n_writes) host counts, underflow first, overflow last.
     cols = np.asarray(cols, dtype=np.float64)
     if cols.ndim != 2 or cols.shape[1] == 0:
         raise ValueError(f"colorful_image expects (n_counts, n_writes>0), got {cols.shape}")
     cols = _merge_columns(cols, max_px, "sum")  # a long run keeps a bounded image size
-    m = np.log1p(np.maximum(cols, 0.0))[::-1]  # row 0 of an image is its top
-    vmax = float(m.max()) if m.size else 1.0
-    img = apply_cmap(m, 0.0, vmax if vmax > 0 else 1.0, cmap)
-    fy = max(1, min(4, max_px // m.shape[0]))
-    fx = max(1, min(8, max_px // m.shape[1]))
-    return np.repeat(np.repeat(img, fy, axis=0), fx, axis=1)
+    fy = max(1, min(4, max_px // cols.shape[0]))
+    fx = max(1, min(8, max_px // cols.shape[1]))
+    return colorful_dimension(cols, fy=fy, fx=fx)
 
 
 def dead_chart(
@@ -198,7 +197,7 @@ class ActivationStats:
             s = summarize(b, self.spec, dead_bins=self.dead_bins)
             if s["n"] == 0:
                 continue  # the layer ran no training-mode forward since the last write
-            tag = f"act/{mname}/{lname}"
+            tag = tags.act(mname, lname)
             scalars[f"{tag}/mean"] = s["mean"]
             scalars[f"{tag}/std"] = s["std"]
             scalars[f"{tag}/dead"] = s["dead"]

@@ -5,14 +5,23 @@
     diag = Diagnostics(models={"G": G, "D": D}, optimizers={"G": opt_g, "D": opt_d},
                        writer=writer, cfg=cfg.diagnostics)
     with diag:                      # hooks on entry, removed in finally (also on exception)
-        for step in range(start, n):
+        for step in range(diag.last_step + 1, n + 1):
             ...                     # any number of forward/backward/optimizer steps
-            diag.step(step)         # cheap; writes at step % every == 0
+            diag.report("loss/D", loss_d)   # any scalar, from anywhere: a device tensor or a float
+            diag.step(step)         # cheap; writes at step % every == 0 and at total_steps
 
-All statistics live in one flat float64 device buffer (views per layer and per parameter). On a
-training step nothing leaves the device; at a write the buffer is summed over ranks
-(``all_reduce``), copied to the host once, zeroed, and turned into records by each diagnostic
-(the pattern of stylegan2-ada's ``training_stats``: cheap report anywhere, one collect per tick).
+All statistics live in one flat float64 device buffer (views per layer and per parameter) plus
+the scalar stream (:class:`diagnostics.stats.Scalars`: running means of everything reported with
+:meth:`Diagnostics.report`). On a training step nothing leaves the device; at a write both are
+summed over ranks in ONE ``all_reduce``, copied to the host ONCE, zeroed, turned into records by
+each diagnostic, written in one ``Writer.scalars`` call and appended to ONE ``history`` (what
+health reads): the pattern of stylegan2-ada's ``training_stats``.
+
+Cadence lives here too: ``every`` is the period of every scalar (losses included) and of the
+activation/weight/gradient records; :meth:`Diagnostics.due` answers for the slower periods a
+loop registers (``periods=``), each a multiple of ``every`` so that whatever they report is
+written, and seen by health, at the step it belongs to. ``total_steps`` makes the last step
+due for everything.
 
 Config keys (any Mapping, e.g. an OmegaConf DictConfig): ``enabled``, ``every`` (write period),
 ``record_every`` (activations and gradients are recorded at steps divisible by it; made a divisor
@@ -37,10 +46,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import tags
 from .activations import ActivationStats
 from .hooks import unwrap
 from .params import ParamStats
-from .stats import layout
+from .stats import Scalars, layout
 
 
 def plain(cfg) -> dict:
@@ -179,7 +189,8 @@ def _dist() -> tuple[bool, int]:
 
 
 class Diagnostics:
-    """Activation, weight and gradient statistics of named models, written through a Writer.
+    """The scalar stream, the cadence and the activation, weight and gradient statistics of
+    named models, written through a Writer.
 
     Args:
         models: name -> module (DDP modules are unwrapped), or one bare module (named ``model``).
@@ -189,7 +200,13 @@ class Diagnostics:
         writer: a :class:`diagnostics.Writer`, an existing ``SummaryWriter`` (reused), a log
             directory path, or None to keep only ``history``.
         cfg: configuration mapping (see the module docstring).
-        start_step: first step the loop will pass to :meth:`step` (decides the first recording).
+        periods: name -> period of the loop's slower writes (e.g. ``{"physics": 200}``), asked
+            with :meth:`due`; a period that is not a multiple of ``every`` is rounded up to one
+            (with a warning). ``"scalars"`` is always ``every``.
+        total_steps: the run's last step, due for every period (None: no such step).
+
+    Steps may be numbered from 0 or 1: records are kept for steps divisible by
+    ``record_every`` whatever the first step is (a resumed loop continues at ``last_step + 1``).
     """
 
     def __init__(
@@ -199,7 +216,8 @@ class Diagnostics:
         writer=None,
         cfg: Mapping | None = None,
         *,
-        start_step: int = 0,
+        periods: Mapping[str, int] | None = None,
+        total_steps: int | None = None,
     ) -> None:
         c = plain(cfg)
         check_keys(c)
@@ -224,16 +242,30 @@ class Diagnostics:
                 stacklevel=2,
             )
             self.record_every = fixed
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.periods = {"scalars": self.every}
+        for name, p in (periods or {}).items():
+            self.periods[name] = self._multiple_of_every(name, int(p))
         self.writer = writer
         self.models = {k: unwrap(m) for k, m in models.items()}
+        self.scalars = Scalars()
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.last: dict[str, float] = {}
         self.write_seconds: dict[str, float] = defaultdict(float)
         self.n_writes = 0
+        self.last_step = 0
         self._entered = False
         self._pending = False
         self._last_step: int | None = None
         self.act = None
         self.params = None
+        self._flat = None
+        self._device = torch.device("cpu")
+        for m in self.models.values():
+            p = next(m.parameters(), None)
+            if p is not None:
+                self._device = p.device
+                break
         if not self.enabled:
             return
         acfg = c.get("activations", {}) or {}
@@ -242,12 +274,7 @@ class Diagnostics:
         wcfg, gcfg = c.get("weights", {}) or {}, c.get("grads", {}) or {}
         if wcfg.get("enabled", True) or gcfg.get("enabled", True):
             self.params = ParamStats(self.models, optimizers, wcfg, gcfg)
-        device = torch.device("cpu")
-        for m in self.models.values():
-            p = next(m.parameters(), None)
-            if p is not None:
-                device = p.device
-                break
+        device = self._device
         sizes_a = self.act.sizes() if self.act else []
         sizes_p = self.params.sizes() if self.params else []
         self._spans = layout(sizes_a + sizes_p)
@@ -258,7 +285,63 @@ class Diagnostics:
             self.act.bind(views[: self._n_act])
         if self.params:
             self.params.bind(views[self._n_act :])
-        self._set_active(start_step % self.record_every == 0)
+        # The first step's number is not known before it ends: record it, and drop what it
+        # recorded in step() if it is off the record_every grid (no start_step to get wrong).
+        self._set_active(True)
+
+    def _multiple_of_every(self, name: str, p: int) -> int:
+        if p < 1:
+            raise ValueError(f"period {name!r} must be >= 1, got {p}")
+        if p % self.every == 0:
+            return p
+        fixed = -(-p // self.every) * self.every
+        warnings.warn(
+            f"diagnostics: the {name} period {p} is not a multiple of every={self.every}; "
+            f"using {fixed} so that its scalars are written at their own step",
+            stacklevel=3,
+        )
+        return fixed
+
+    # ------------------------------------------------------------------------- stream, cadence
+    def report(self, tag: str, value: torch.Tensor | float, n: float = 1.0) -> None:
+        """Add a scalar (a device tensor or a float; the mean of ``n`` items) to the stream.
+
+        Cheap on any step (no host copy, no sync); the interval's mean over all reports and all
+        ranks is written at the next write and appended to :attr:`history`.
+        """
+        self.scalars.report(tag, value, n)
+
+    def due(self, name: str | int, step: int) -> bool:
+        """True if the period ``name`` (``scalars``, one given in ``periods``, or a plain period
+        in steps for writes that report no scalars) falls on ``step``; always at ``total_steps``."""
+        every = self.periods[name] if isinstance(name, str) else int(name)
+        return step % every == 0 or step == self.total_steps
+
+    def flush_scalars(self, step: int) -> None:
+        """Write the stream alone now (e.g. the untrained model's losses at step 0, before the
+        loop): the same one reduction, host copy, writer call and history as a full write."""
+        self._write(step, records=False)
+
+    def state_dict(self) -> dict:
+        """The stream's interval sums, the history and the last step, for a checkpoint (plain
+        containers and tensors: loads with ``weights_only=True``)."""
+        return {
+            "step": self.last_step,
+            "scalars": self.scalars.state_dict(),
+            "history": {
+                t: torch.tensor(v, dtype=torch.float64).reshape(-1, 2)
+                for t, v in self.history.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue after ``state["step"]``: a resumed run writes the same means, feeds health
+        the same history, and records the same steps as a straight one."""
+        self.last_step = int(state.get("step", 0))
+        self.scalars.load_state_dict(state.get("scalars", {}))
+        self.history.clear()
+        for t, v in state.get("history", {}).items():
+            self.history[str(t)] = [(int(a), float(b)) for a, b in v.tolist()]
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Diagnostics:
@@ -277,14 +360,14 @@ class Diagnostics:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             # A collective at exit is safe only when every rank got here normally.
-            if exc_type is None and self.enabled and self._pending and self._last_step is not None:
+            if exc_type is None and self._pending and self._last_step is not None:
                 self._write(self._last_step)
         finally:
             self._remove()
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
                 report = self.summary() + "\n\nwrites by diagnostic:\n" + self.writer.cost_report()
-                self.writer.text("diagnostics/cost", _markdown_pre(report), self._last_step or 0)
+                self.writer.text(tags.DIAGNOSTICS_COST, _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
     def attach(self) -> Diagnostics:
@@ -310,17 +393,22 @@ class Diagnostics:
             self.params.active = on
 
     # -------------------------------------------------------------------------------- the step
-    def step(self, step: int) -> None:
-        """End of training step ``step``: write at ``step % every == 0``; choose the next recording."""
-        if not self.enabled:
-            return
-        self._last_step = int(step)
+    def step(self, step: int) -> bool:
+        """End of training step ``step``: write when ``due("scalars", step)``; choose the next
+        recording. Returns True if it wrote (then :attr:`last` and :attr:`history` are fresh)."""
+        first = self._last_step is None
+        self.last_step = self._last_step = int(step)
         self._pending = True
-        if self.params:
+        if self.enabled and self.params:
             self.params.on_step()
-        if step % self.every == 0:
+        if first and self._flat is not None and step % self.record_every:
+            self._flat.zero_()
+        wrote = self.due("scalars", step)
+        if wrote:
             self._write(step)
-        self._set_active((step + 1) % self.record_every == 0)
+        if self.enabled:
+            self._set_active((step + 1) % self.record_every == 0)
+        return wrote
 
     @contextlib.contextmanager
     def _timed(self, name: str) -> Iterator[None]:
@@ -342,39 +430,45 @@ class Diagnostics:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.detach().to("cpu", copy=True).double().numpy()
 
-    def _write(self, step: int) -> None:
+    def _write(self, step: int, records: bool = True) -> None:
         on, world = _dist()
         writer = self.writer if self.writer is not None and self.writer.is_writer else None
-        if self.params:
+        full, records = records, records and self.enabled
+        if records and self.params:
             with self._timed("params"):
                 self.params.measure_weights(self._reduce_max)
         with self._timed("reduce"):
-            red = self._flat
+            tags = self.scalars.tags
+            flat = self._flat if records else None
+            if flat is None:
+                flat = torch.zeros(0, dtype=torch.float64, device=self._device)
+            red = torch.cat([flat, self.scalars.vector(flat.device)])
             if on and world > 1:
-                red = red.clone()
-                dist.all_reduce(red)
+                dist.all_reduce(red)  # the one reduction of this write
             host = red.to("cpu", copy=True).numpy()  # the one host copy of this write
-            self._flat.zero_()
-        segs = [host[s] for s in self._spans]
-        images = step % self.image_every == 0
-        if self.act:
-            with self._timed("act"):
-                scalars: dict[str, float] = {}
-                self.act.emit(segs[: self._n_act], step, writer, scalars, images)
-                self._scalars(scalars, step, writer)
-        if self.params:
-            with self._timed("params"):
-                scalars = {}
-                self.params.emit(segs[self._n_act :], step, writer, scalars, world)
-                self._scalars(scalars, step, writer)
-        self.n_writes += 1
-        self._pending = False
-
-    def _scalars(self, scalars: dict[str, float], step: int, writer) -> None:
-        for tag, v in scalars.items():
-            self.history[tag].append((step, float(v)))
-        if writer is not None:
-            writer.scalars(scalars, step)
+            if records:
+                self._flat.zero_()
+            self.scalars.reset()
+        n_flat = flat.numel()
+        scalars = self.scalars.means(host[n_flat:], tags)
+        if records:
+            segs = [host[s] for s in self._spans]
+            images = step % self.image_every == 0
+            if self.act:
+                with self._timed("act"):
+                    self.act.emit(segs[: self._n_act], step, writer, scalars, images)
+            if self.params:
+                with self._timed("params"):
+                    self.params.emit(segs[self._n_act :], step, writer, scalars, world)
+        with self._timed("scalars"):
+            for tag, v in scalars.items():
+                self.history[tag].append((step, float(v)))
+            self.last = scalars
+            if writer is not None:
+                writer.scalars(scalars, step)  # the one writer call for every scalar
+        if full:
+            self.n_writes += 1
+            self._pending = False
 
     # ---------------------------------------------------------------------------------- output
     def summary(self) -> str:
@@ -383,7 +477,9 @@ class Diagnostics:
             "act": self.act.seconds if self.act else 0.0,
             "params": self.params.seconds if self.params else 0.0,
         }
-        names = [n for n in ("act", "params", "reduce") if n in rec or n in self.write_seconds]
+        names = [
+            n for n in ("act", "params", "reduce", "scalars") if n in rec or n in self.write_seconds
+        ]
         wb = self.writer.bytes if self.writer is not None else {}
         lines = [f"{'diagnostic':<12} {'record s':>10} {'write s':>10} {'MB written':>11}"]
         for n in names:

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 import xarray as xr
 
+from . import tags
 from .render import apply_cmap, tile
+from .rundir import commit, tmp_path
 
 SPRITE_MAX_PX = 8192  # the projector does not show sprites larger than 8192 x 8192
 FILL = (224, 224, 224)
@@ -86,7 +88,7 @@ def save_embeddings(da: xr.DataArray, path: str | os.PathLike, thumbs=None) -> P
     """Write embeddings (and optionally their thumbnails (N, H, W)) to NetCDF atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_path(path)
     ds = da.rename("embedding").to_dataset()
     encoding = {}
     if thumbs is not None:
@@ -96,7 +98,7 @@ def save_embeddings(da: xr.DataArray, path: str | os.PathLike, thumbs=None) -> P
         ds["thumbnail"] = (("sample", "thumb_y", "thumb_x"), th)
         encoding["thumbnail"] = {"zlib": True, "complevel": 1}
     ds.to_netcdf(tmp, encoding=encoding)
-    os.replace(tmp, path)
+    commit(tmp, path)
     return path
 
 
@@ -650,6 +652,6 @@ class EmbeddingLogger:
             metadata=meta,
             label_img=label_img,
             step=step,
-            tag=f"embed/{self.model}",
+            tag=tags.embed(self.model),
             metadata_header=header,
         )

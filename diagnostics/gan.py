@@ -25,6 +25,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import tags
+from .stats import Scalars
+
 
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     """L2 norm of all gradients together, a 0-dim device tensor (0 where no parameter has a gradient)."""
@@ -35,24 +38,27 @@ def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
 
 
 class GanBalance:
-    """Device-side accumulator of critic scores, gradient norms and sample diversity between two writes."""
+    """Critic scores, gradient norms and sample diversity, reported into a scalar stream.
 
-    def __init__(self, prefix: str = "gan") -> None:
+    Args:
+        stream: the run's :class:`diagnostics.stats.Scalars` (``diag.scalars``: written, reduced
+            across ranks and fed to health with every other scalar); None keeps a private one,
+            read with :meth:`compute`.
+        prefix: tag prefix.
+    """
+
+    def __init__(self, stream: Scalars | None = None, prefix: str = "gan") -> None:
         self.prefix = prefix
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, torch.Tensor] = {}
+        self.stream = stream if stream is not None else Scalars()
 
-    def _add(self, key: str, value: torch.Tensor, n: float | torch.Tensor = 1.0) -> None:
-        value = value.detach().to(torch.float64)
-        if key in self._sums:
-            self._sums[key] += value
-            self._counts[key] += n
-        else:
-            self._sums[key] = value.clone()
-            self._counts[key] = torch.as_tensor(n, dtype=torch.float64, device=value.device).clone()
+    def _add(self, key: str, mean: torch.Tensor, n: float = 1.0) -> None:
+        self.stream.report(tags.gan(key, self.prefix), mean, n)
 
     def update(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> None:
         """Record the critic's scores on a batch of real and of generated samples.
+
+        ``gan/gap`` is the running mean of each batch's gap, equal to the difference of the
+        running score means when every batch has as many real as generated samples.
 
         Args:
             d_real, d_fake: (B,) per-sample scores, or (B, ...) score fields averaged per sample.
@@ -63,14 +69,15 @@ class GanBalance:
         r = d_real.detach().reshape(d_real.shape[0], -1).mean(1).to(torch.float64)
         f = d_fake.detach().reshape(d_fake.shape[0], -1).mean(1).to(torch.float64)
         nr, nf = r.numel(), f.numel()
-        self._add("score_real", r.sum(), nr)
-        self._add("score_fake", f.sum(), nf)
-        self._add("real_positive", (r > 0).to(torch.float64).sum(), nr)
-        self._add("r_t", torch.sign(r).sum(), nr)
+        self._add("score_real", r.mean(), nr)
+        self._add("score_fake", f.mean(), nf)
+        self._add("gap", r.mean() - f.mean(), nr)
+        self._add("real_positive", (r > 0).to(torch.float64).mean(), nr)
+        self._add("r_t", torch.sign(r).mean(), nr)
         # All (real, fake) pairs of the batch: ties count half, so equal scores read 0.5.
         diff = r[:, None] - f[None, :]
         sep = (diff > 0).to(torch.float64).sum() + 0.5 * (diff == 0).to(torch.float64).sum()
-        self._add("separation", sep, nr * nf)
+        self._add("separation", sep / (nr * nf), nr * nf)
 
     def update_grad_norm(self, name: str, parameters: Iterable[torch.nn.Parameter]) -> None:
         """Record one network's gradient norm (call after backward, before the optimizer step)."""
@@ -92,21 +99,16 @@ class GanBalance:
         self._add("diversity", across / (scale + 1e-12))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Means since the last reset, as 0-dim device tensors keyed by tag; ``gan/gap`` included."""
-        out = {
-            f"{self.prefix}/{k}": (s / self._counts[k]).to(torch.float32)
-            for k, s in self._sums.items()
+        """This rank's means since the last reset, 0-dim device tensors keyed by tag."""
+        p = self.prefix + "/"
+        return {
+            t: v.to(torch.float32) for t, v in self.stream.local_means().items() if t.startswith(p)
         }
-        if f"{self.prefix}/score_real" in out and f"{self.prefix}/score_fake" in out:
-            out[f"{self.prefix}/gap"] = (
-                out[f"{self.prefix}/score_real"] - out[f"{self.prefix}/score_fake"]
-            )
-        return out
 
     def reset(self) -> None:
-        """Start a new accumulation window (call after each write)."""
-        self._sums.clear()
-        self._counts.clear()
+        """Start a new accumulation window (only for a private stream; a run's stream resets
+        at each write)."""
+        self.stream.reset()
 
 
 class ValueDistribution:
@@ -208,17 +210,27 @@ class ValueDistribution:
         fig.tight_layout()
         return fig
 
-    def write(self, writer, step: int, prefix: str = "values") -> dict[str, float]:
-        """Histograms (``values/<truth|generated>/<var>``), the figure and W1 scalars; returns the scalars."""
+    def write(
+        self, writer, step: int, prefix: str = "values", *, stream: Scalars | None = None
+    ) -> dict[str, float]:
+        """Histograms (``values/<truth|generated>/<var>``), the figure and W1 scalars; returns the scalars.
+
+        With ``stream`` (the run's scalar stream) the W1 scalars are reported there and written
+        with the run's other scalars; without it they are written here.
+        """
         with writer.cost("values"):
             res = self.compute()
             counts = res["counts"].cpu()
             w1 = res["w1"].cpu().tolist()
-            host = {f"{prefix}/{v}/w1": w1[i] for i, v in enumerate(self.var_names)}
-            writer.scalars(host, step)
+            host = {tags.values(v, prefix=prefix): w1[i] for i, v in enumerate(self.var_names)}
+            if stream is not None:
+                for i, tag in enumerate(host):
+                    stream.report(tag, res["w1"][i])
+            else:
+                writer.scalars(host, step)
             for i, v in enumerate(self.var_names):
                 for j, src in enumerate(("truth", "generated")):
-                    writer.histogram(f"{prefix}/{src}/{v}", counts[j, i], self.edges[i], step)
+                    writer.histogram(tags.values(v, src, prefix), counts[j, i], self.edges[i], step)
             writer.figure(
                 f"{prefix}/figure", self.figure(f"step {step}", counts=counts, w1=w1), step
             )

@@ -21,17 +21,15 @@ Two parts:
    each alert with the step it first fired; a ``stop`` policy sets ``should_stop``; ``verdict()`` is a
    one-paragraph summary for the end of the run.
 
-Wiring into a GAN loop (statistics reach the host only at a write)::
+Wiring into a GAN loop (statistics reach the host only at a write, all through one stream)::
 
     monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
-    balance = GanBalance()                                   # diagnostics.gan
+    balance = GanBalance(diag.scalars)                       # diagnostics.gan, into the stream
     ...                                                      # in the step, device-only:
-    balance.update(s_real, s_fake); balance.update_grad_norm("G", G.parameters())
-    ...                                                      # at a write:
-    balance.update_diversity(torch.stack([G(probe_x) for _ in range(4)]))  # K noise draws, fixed seed
-    vals = balance.compute(); writer.scalars(vals, step); monitor.record(step, vals); balance.reset()
-    monitor.record(step, log_spectra(writer, step, variables, truth, fake, upsampled))  # spectra.py
-    monitor.update(step, diag.history)
+    diag.report("loss/D", loss_d); balance.update(s_real, s_fake)
+    ...
+    if diag.step(step):                                      # it wrote: diag.history is fresh
+        monitor.update(step, diag.history)
     if monitor.should_stop: ...                              # stop; the last checkpoint is kept
     ...
     monitor.finish(step)                                     # verdict: TensorBoard, health.json, log
@@ -61,11 +59,11 @@ Configuration (a plain Mapping; keys not given take the values in ``DEFAULTS``, 
                             # dead fraction alone. With N(0, 0.02) init a healthy layer's |a| can sit
                             # entirely in the first bin (< 0.25) with std ~0.02: small, not dead
       critic_overpowering:
-        gap_tags: ["gan/gap", "gan/wasserstein"]  # runaway: |value| > runaway x max(reference, floor) for n_writes
+        gap_tags: ["gan/gap"]  # runaway: |value| > runaway x max(reference, floor) for n_writes
         loss_tags: ["loss/D"]
         runaway: 10.0
         floor: 1.0
-        g_grad_tags: ["grad/G/norm", "grad/G/total_norm", "gan/grad_norm/G"]  # vanishing: < vanish x reference for n_writes
+        g_grad_tags: ["grad/G/norm", "gan/grad_norm/G"]  # vanishing: < vanish x reference for n_writes
         vanish: 0.01
         gp_tags: ["loss/gp"]  # WGAN-GP penalty mean((|grad D| - 1)^2), unscaled by lambda ...
         gp_max: 10.0        # ... above this for n_writes: the critic's gradients are > 4x off the
@@ -99,12 +97,14 @@ import fnmatch
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from . import tags
+from .rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,11 @@ DEFAULTS: dict[str, dict] = {
     },
     "critic_overpowering": {
         "policy": "warn",
-        "gap_tags": ["gan/gap", "gan/wasserstein"],
+        "gap_tags": ["gan/gap"],
         "loss_tags": ["loss/D"],
         "runaway": 10.0,
         "floor": 1.0,
-        "g_grad_tags": ["grad/G/norm", "grad/G/total_norm", "gan/grad_norm/G"],
+        "g_grad_tags": ["grad/G/norm", "gan/grad_norm/G"],
         "vanish": 0.01,
         "gp_tags": ["loss/gp"],
         "gp_max": 10.0,
@@ -465,24 +465,6 @@ class HealthMonitor:
         self.last_step: int | None = None
         self._reported: dict[int, str] = {}
         self._history: History = {}
-        self.extra: dict[str, list[tuple[int, float]]] = {}
-
-    def record(self, step: int, values: Mapping[str, object]) -> None:
-        """Add scalars that are not in the stream passed to :meth:`update` (e.g. the loop's losses).
-
-        Call at write time only: tensors are copied to the host here (stacked, one transfer).
-        """
-        tens = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
-        host = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
-        if tens:
-            flat = (
-                torch.stack([v.detach().reshape(()).to(torch.float64) for v in tens.values()])
-                .cpu()
-                .tolist()
-            )
-            host.update(zip(tens, flat, strict=True))
-        for k, v in host.items():
-            self.extra.setdefault(k, []).append((int(step), v))
 
     @property
     def enabled(self) -> list[str]:
@@ -499,9 +481,8 @@ class HealthMonitor:
         self.update(step, self._history)
 
     def update(self, step: int, history: History) -> dict[str, bool]:
-        """Run every enabled check on ``history`` plus the recorded scalars; returns ``{check: active}``."""
-        if self.extra:
-            history = {**self.extra, **history}
+        """Run every enabled check on ``history`` (the run's one scalar history, ``diag.history``);
+        returns ``{check: active}``."""
         self._history = history
         self.n_updates += 1
         self.last_step = step
@@ -518,7 +499,7 @@ class HealthMonitor:
             self._transition(name, active, detail, step)
         self._reported.clear()
         if self.writer is not None:
-            self.writer.scalars({f"health/{n}": float(a) for n, a in states.items()}, step)
+            self.writer.scalars({tags.health(n): float(a) for n, a in states.items()}, step)
         self._save()
         return states
 
@@ -542,7 +523,7 @@ class HealthMonitor:
             )
             log.warning("health: %s", text)
             if self.writer is not None:
-                self.writer.text("health/alerts", text, step)
+                self.writer.text(tags.HEALTH_ALERTS, text, step)
             if policy == "stop" and not self.should_stop:
                 self.should_stop = True
                 self.stop_reason = f"{name} at step {step}: {detail}"
@@ -553,7 +534,7 @@ class HealthMonitor:
             text = f"{name} cleared at {self._where(step)}"
             log.info("health: %s", text)
             if self.writer is not None:
-                self.writer.text("health/alerts", text, step)
+                self.writer.text(tags.HEALTH_ALERTS, text, step)
 
     def state_dict(self) -> dict:
         """Plain-container state for a checkpoint (loads with ``torch.load(weights_only=True)``)."""
@@ -563,7 +544,6 @@ class HealthMonitor:
             "stop_reason": self.stop_reason,
             "n_updates": self.n_updates,
             "last_step": self.last_step,
-            "extra": {k: [list(p) for p in v] for k, v in self.extra.items()},
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -573,9 +553,6 @@ class HealthMonitor:
         self.stop_reason = str(state.get("stop_reason", ""))
         self.n_updates = int(state.get("n_updates", 0))
         self.last_step = state.get("last_step")
-        self.extra = {
-            k: [(int(s), float(v)) for s, v in vals] for k, vals in state.get("extra", {}).items()
-        }
 
     def summary(self) -> dict:
         """The content of health.json."""
@@ -598,9 +575,7 @@ class HealthMonitor:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "health.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.summary(), indent=2, default=str))
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps(self.summary(), indent=2, default=str), path)
 
     def verdict(self) -> str:
         """One paragraph on the run's health."""
@@ -634,6 +609,6 @@ class HealthMonitor:
         text = self.verdict()
         log.info("health verdict: %s", text)
         if self.writer is not None:
-            self.writer.text("health/verdict", text, self.last_step or 0)
+            self.writer.text(tags.HEALTH_VERDICT, text, self.last_step or 0)
         self._save()
         return text

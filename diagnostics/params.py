@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import tags
 from .hooks import unwrap
 from .stats import HistSpec, accumulate, make_spec, summarize
 
@@ -183,7 +184,7 @@ class ParamStats:
             # Every rank measured the same weights: the sum over ranks is world x one rank.
             for (mname, pname, _), b, spec in zip(self.params, host[:n], self.w_specs, strict=True):
                 s = summarize(b / world, spec)
-                tag = f"weights/{mname}/{pname}"
+                tag = tags.weights(mname, pname)
                 scalars[f"{tag}/norm"] = math.sqrt(max(b[spec.n_counts + 2] / world, 0.0))
                 if writer is not None:
                     writer.histogram(f"{tag}/hist", s["counts"], spec.bin_edges(), step)
@@ -203,7 +204,7 @@ class ParamStats:
                 continue
             s = summarize(b, self.g_spec)
             ss = b[self.g_spec.n_counts + 2]
-            tag = f"grad/{mname}/{pname}"
+            tag = tags.grad(mname, pname)
             scalars[f"{tag}/norm"] = math.sqrt(max(ss / ns, 0.0))
             sq[mname] += ss / ns
             bad[mname][0] += s["nan_count"]
@@ -213,6 +214,6 @@ class ParamStats:
         for j, mname in enumerate(self.model_names):
             if steps[j] <= 0:
                 continue
-            scalars[f"grad/{mname}/norm"] = math.sqrt(max(sq[mname], 0.0))
-            scalars[f"grad/{mname}/nan_count"] = bad[mname][0]
-            scalars[f"grad/{mname}/inf_count"] = bad[mname][1]
+            scalars[tags.grad(mname, what="norm")] = math.sqrt(max(sq[mname], 0.0))
+            scalars[tags.grad(mname, what="nan_count")] = bad[mname][0]
+            scalars[tags.grad(mname, what="inf_count")] = bad[mname][1]

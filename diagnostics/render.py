@@ -247,3 +247,36 @@ def with_colorbar(
         pad[:, : img.shape[1]] = img[..., :3]
         img = pad
     return np.concatenate([img[..., :3], bar], axis=0)
+
+
+def colorful_dimension(
+    counts: np.ndarray,
+    *,
+    vmax: float | None = None,
+    upto: int | None = None,
+    fy: int = 1,
+    fx: int = 1,
+    nan_rgb=(128, 128, 128),
+) -> np.ndarray:
+    """The colorful dimension (fast.ai): ``log1p`` of histogram counts over time, one way for
+    TensorBoard and video.
+
+    Args:
+        counts: (n_bins, n_cols) host counts, bin 0 (underflow) drawn at the bottom.
+        vmax: upper colour limit of ``log1p(count)``; None: this image's maximum. A video passes
+            the sequence's maximum so that its frames compare.
+        upto: columns after this index are drawn ``nan_rgb`` (not yet written).
+        fy, fx: integer upscale factors.
+    """
+    # counts: (n_bins, n_cols)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2:
+        raise ValueError(f"colorful_dimension expects (n_bins, n_cols), got {counts.shape}")
+    m = np.log1p(np.maximum(counts, 0.0))[::-1].astype(np.float32)  # row 0 of an image: its top
+    if upto is not None:
+        m[:, upto + 1 :] = np.nan
+    if vmax is None:
+        finite = m[np.isfinite(m)]
+        vmax = float(finite.max()) if finite.size else 1.0
+    rgb = apply_cmap(m, 0.0, vmax if vmax > 0 else 1e-6, CMAPS["counts"], nan_rgb=nan_rgb)
+    return np.repeat(np.repeat(rgb, max(1, fy), axis=0), max(1, fx), axis=1)

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from .rundir import atomic_write_text
+
 # Which scalar charts the page draws, in this order: (title, tag prefixes).
 CURVES = (("Losses", ("loss/",)), ("GAN balance", ("gan/",)), ("Skill", ("skill/",)))
 # Which image tags the page shows (latest step of each), in this order: (section, tag test).
@@ -194,9 +196,7 @@ def write_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` and return its path."""
     out = Path(run_dir) / "report.html"
     text = build_report(run_dir)
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_text(text, out)
     return out
 
 

@@ -29,11 +29,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import tags
 from .spectra import BANDS, field_spectra, ratio_bands
 
 PREFIX = "skill"
 MSE_RATIO = f"{PREFIX}/mse_ratio"
-FIGURE = f"{PREFIX}/figure"
+FIGURE = tags.SKILL_FIGURE
 REGRESSION = "_regression"
 TRILINEAR = "_trilinear"
 
@@ -227,14 +228,23 @@ def log_skill(
     generated: torch.Tensor,
     trilinear: torch.Tensor,
     regression: torch.Tensor | None = None,
+    *,
+    stream=None,
 ) -> dict[str, float]:
-    """Write the ``skill/*`` scalars and ``skill/figure``; return the scalars on the host (one copy)."""
+    """Write the ``skill/*`` scalars and ``skill/figure``; return the scalars on the host (one copy).
+
+    With ``stream`` (the run's ``Scalars``) the scalars are reported there instead of written here.
+    """
     with writer.cost("skill"):
         stats = skill_stats(truth, generated, trilinear, regression)
         scalars = skill_scalars(var_names, stats)
         host = dict(
             zip(scalars, torch.stack(list(scalars.values())).double().cpu().tolist(), strict=True)
         )
-        writer.scalars(host, step)
+        if stream is not None:
+            for t, v in scalars.items():
+                stream.report(t, v)
+        else:
+            writer.scalars(host, step)
         writer.figure(FIGURE, skill_figure(var_names, stats, title=f"step {step}"), step)
     return host

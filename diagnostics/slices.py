@@ -29,7 +29,7 @@ BAR_H = 34  # colour bar below each cell (render.colorbar's default height)
 
 
 def physical_ranges(scaling: Mapping | None) -> dict[str, tuple[float, float]] | None:
-    """``{variable: (vmin, vmax)}`` from a run's scaling record (``scaling.json`` / snapshot meta
+    """``{variable: (vmin, vmax)}`` from a run's scaling record (``normalisation.json`` / snapshot meta
     ``scaling``: lists ``variables``, ``vmin``, ``vmax``); None when there is none."""
     if not scaling or not all(k in scaling for k in ("variables", "vmin", "vmax")):
         return None

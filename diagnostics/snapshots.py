@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .rundir import atomic_write_text, commit, tmp_path
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.npz$")
 
@@ -54,9 +56,7 @@ class SnapshotWriter:
         if not self.is_writer:
             return
         data = {"format": FORMAT_VERSION, **meta}
-        tmp = self.dir / "meta.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-        os.replace(tmp, self.dir / "meta.json")
+        atomic_write_text(json.dumps(data, indent=2, default=_json_default), self.dir / "meta.json")
 
     def write(self, step: int, arrays: Mapping[str, object]) -> Path | None:
         """Write one snapshot atomically and return its path."""
@@ -65,12 +65,10 @@ class SnapshotWriter:
         host = {k: _host(v) for k, v in arrays.items()}
         host["step"] = np.asarray(step, dtype=np.int64)
         final = self.dir / f"step_{step:08d}.npz"
-        tmp = self.dir / f"step_{step:08d}.npz.tmp"
+        tmp = tmp_path(final)
         with open(tmp, "wb") as f:
             np.savez(f, **host)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        commit(tmp, final)
         return final
 
 

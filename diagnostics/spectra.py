@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from . import tags
+
 SOURCES = ("truth", "generated", "upsampled")
 BANDS = ("low", "mid", "high")
 
@@ -143,7 +145,7 @@ def spectrum_scalars(
     if bands.shape[0] != len(var_names):
         raise ValueError(f"{len(var_names)} variable names for {bands.shape[0]} channels")
     return {
-        f"{prefix}/{v}/ratio_{b}": bands[i, j]
+        tags.spectrum(prefix, v, b): bands[i, j]
         for i, v in enumerate(var_names)
         for j, b in enumerate(BANDS)
     }
@@ -201,11 +203,13 @@ def log_spectra(
     *,
     spatial_dims: int = 3,
     tag: str = "spectrum",
+    stream=None,
 ) -> dict[str, float]:
     """Write the spectrum figure and ratio scalars of fixed probe samples; return the scalars on the host.
 
     Call at write time only (it copies to the host). Tags: ``<tag>/<var>/ratio_low|mid|high`` and the image
-    ``<tag>/<spatial_dims>d``. The returned dict can be appended to the statistics stream for health checks.
+    ``<tag>/<spatial_dims>d``. With ``stream`` (the run's ``Scalars``) the scalars are reported there,
+    written with the run's other scalars and seen by health; without it they are written here.
     """
     fields = {"truth": truth, "generated": generated}
     if upsampled is not None:
@@ -215,9 +219,13 @@ def log_spectra(
             k, spectra = field_spectra(fields, spatial_dims)
             scalars = spectrum_scalars(var_names, spectra, prefix=tag)
         host = dict(zip(scalars, torch.stack(list(scalars.values())).cpu().tolist(), strict=True))
-        writer.scalars(host, step)
+        if stream is not None:  # the run's scalar stream (diagnostics.stats.Scalars)
+            for t, v in scalars.items():
+                stream.report(t, v)
+        else:
+            writer.scalars(host, step)
         writer.figure(
-            f"{tag}/{spatial_dims}d",
+            tags.spectrum_image(tag, spatial_dims),
             spectrum_figure(k, spectra, var_names, title=f"step {step}"),
             step,
         )

@@ -219,3 +219,74 @@ def layout(sizes: Sequence[int]) -> list[slice]:
         out.append(slice(start, start + s))
         start += s
     return out
+
+
+class Scalars:
+    """Running means of scalars reported from anywhere, kept on the device until a write.
+
+    The one scalar stream of a run (stylegan2-ada ``training_stats``): :meth:`report` is cheap
+    (tensor additions on the value's device, no host copy, no sync), :meth:`vector` lays every
+    tag's sum and count out in one float64 tensor for the write's single ``all_reduce`` and
+    host copy, and :meth:`means` turns that host copy into ``{tag: mean}``. A tag's mean is
+    ``sum(value * n) / sum(n)`` over every report on every rank since the last write.
+
+    Every rank must report the same tags between two writes (the reduction is positional).
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, float] = {}
+
+    def report(self, tag: str, value: torch.Tensor | float, n: float = 1.0) -> None:
+        """Add ``value`` (the mean of ``n`` items; a 0-dim or 1-element tensor, or a number)."""
+        if isinstance(value, torch.Tensor):
+            v = value.detach().reshape(()).to(torch.float64) * float(n)
+        else:
+            v = torch.tensor(float(value) * float(n), dtype=torch.float64)
+        if tag in self._sums:
+            s = self._sums[tag]
+            self._sums[tag] = s + v.to(s.device)
+        else:
+            self._sums[tag] = v.clone()
+        self._counts[tag] = self._counts.get(tag, 0.0) + float(n)
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    @property
+    def tags(self) -> list[str]:
+        """Tags reported since the last reset, sorted (the order of :meth:`vector`)."""
+        return sorted(self._sums)
+
+    def vector(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[sum_0 .. sum_k-1, n_0 .. n_k-1]`` in :attr:`tags` order, float64, on ``device``."""
+        tags = self.tags
+        if device is None:
+            device = self._sums[tags[0]].device if tags else "cpu"
+        if not tags:
+            return torch.zeros(0, dtype=torch.float64, device=device)
+        sums = torch.stack([self._sums[t].to(device) for t in tags])
+        counts = torch.tensor([self._counts[t] for t in tags], dtype=torch.float64, device=device)
+        return torch.cat([sums, counts])
+
+    def means(self, host: np.ndarray, tags: Sequence[str] | None = None) -> dict[str, float]:
+        """``{tag: mean}`` from a host copy of :meth:`vector` (reduced across ranks or not)."""
+        tags = self.tags if tags is None else list(tags)
+        k = len(tags)
+        return {t: float(host[i] / host[k + i]) for i, t in enumerate(tags) if host[k + i] > 0}
+
+    def local_means(self) -> dict[str, torch.Tensor]:
+        """This rank's means as 0-dim device tensors (no reduction, no host copy)."""
+        return {t: self._sums[t] / self._counts[t] for t in self.tags}
+
+    def reset(self) -> None:
+        """Start the next interval."""
+        self._sums, self._counts = {}, {}
+
+    def state_dict(self) -> dict:
+        """Sums and counts for a checkpoint: a resumed interval mean equals the straight one."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums = {str(k): v.to(torch.float64) for k, v in state.get("sums", {}).items()}
+        self._counts = {str(k): float(v) for k, v in state.get("counts", {}).items()}

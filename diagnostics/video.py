@@ -58,7 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import apply_cmap, draw_text, pad_even, tile
+from .render import colorful_dimension, draw_text, pad_even, tile
+from .rundir import atomic_write_text, commit
 from .weight_images import GAP_RGB, fit_factor, weight_frame, weight_to_2d  # noqa: F401 - re-exported
 
 HEADER = 40  # px: two 20 px text lines above every panel
@@ -81,16 +82,16 @@ class VideoError(RuntimeError):
 def colordim_image(
     counts: np.ndarray, upto: int, vmax: float, *, width: int, height: int
 ) -> np.ndarray:
-    """Colorful dimension of one layer: counts (n_steps, n_bins) -> RGB, columns after ``upto`` grey."""
+    """Colorful dimension of one layer: counts (n_steps, n_bins) -> RGB, columns after ``upto`` grey
+    (``render.colorful_dimension``, as TensorBoard's ``act/.../colorful``; ``vmax`` fixed per run)."""
     # counts: (n_steps, n_bins); column = snapshot, bin 0 drawn at the bottom (origin lower)
     if counts.ndim != 2:
         raise ValueError(f"colordim_image expects (n_steps, n_bins), got {counts.shape}")
-    m = np.log1p(counts.astype(np.float64)).T[::-1].astype(np.float32)
-    m[:, upto + 1 :] = np.nan
-    rgb = apply_cmap(m, 0.0, max(vmax, 1e-6), "viridis", nan_rgb=GAP_RGB)
-    fy = max(1, height // m.shape[0])
-    fx = max(1, width // m.shape[1])
-    return np.repeat(np.repeat(rgb, fy, axis=0), fx, axis=1)
+    fy = max(1, height // counts.shape[1])
+    fx = max(1, width // counts.shape[0])
+    return colorful_dimension(
+        counts.T, vmax=max(vmax, 1e-6), upto=upto, fy=fy, fx=fx, nan_rgb=GAP_RGB
+    )
 
 
 def header(width: int, line1: str, line2: str) -> np.ndarray:
@@ -553,7 +554,7 @@ def encode_video(
             raise ValueError(f"{final}: no frames to write")
         writer.close()
         writer = None
-        os.replace(tmp, final)
+        commit(tmp, final)
         return n
     finally:
         if writer is not None:
@@ -654,9 +655,7 @@ def _read_index(path: Path) -> dict:
 
 
 def _write_index(path: Path, index: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(index, indent=1), path)
 
 
 def render_runs(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import tags
 from .render import CMAPS, apply_cmap, label_above, upscale_nearest, with_colorbar
 
 GAP_RGB = (160, 160, 160)  # separators between kernel tiles (NaN in the 2D layout)
@@ -183,7 +184,7 @@ class WeightImages:
 
     def tags(self) -> list[str]:
         """Every tag :meth:`write` writes (deltas from the second write on)."""
-        out = [f"weights_img/{m}/{layer}" for m, ls in self.layers.items() for layer in ls]
+        out = [tags.weights_img(f"{m}/{layer}") for m, ls in self.layers.items() for layer in ls]
         return out + (
             [t.replace("weights_img/", "weights_img_delta/", 1) for t in out] * self.deltas
         )
@@ -218,7 +219,7 @@ class WeightImages:
         note = layout_note(w.shape)
         title = f"{key}.weight {tuple(w.shape)}, scale +-{lim:.3g} fixed at step {s0}{over}"
         img = titled_weight_image(w, lim, title, note, max_px=self.max_px)
-        self.writer.image(f"weights_img/{key}", img, step)
+        self.writer.image(tags.weights_img(key), img, step)
         if not self.deltas:
             return
         prev = self._prev.get(key)
@@ -232,7 +233,7 @@ class WeightImages:
         dl = self.lim_delta[key]
         title = f"{key}.weight change since the previous write, scale +-{dl:.3g}"
         img = titled_weight_image(d, dl, title, note, max_px=self.max_px, label="change")
-        self.writer.image(f"weights_img_delta/{key}", img, step)
+        self.writer.image(tags.weights_img(key, delta=True), img, step)
 
 
 def snapshot_images(

@@ -3,6 +3,7 @@ the run lock, resume semantics, preemption and exit codes (one copy for both scr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from diagnostics import tags
+from diagnostics.rundir import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,35 +88,9 @@ def set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(d: Path) -> None:
-    """Make a rename in ``d`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``path.tmp``, fsync, rename, fsync the directory: ``path`` is old or new, never half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no partial file left behind, the previous one untouched
-        raise
-    _fsync_dir(path.parent)
-    return path
+_fsync_dir = (
+    fsync_dir  # the helpers live in diagnostics/rundir.py (the library writes run files too)
+)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -649,18 +627,23 @@ def check_seed(seed) -> None:
 # ------------------------------------------------------------------------------ run state
 def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
     """``summary.json`` written atomically: after any stop it says how the run ended."""
-    atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / "summary.json")
+    atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / SUMMARY_FILE)
 
 
-def accumulator_state(obj, *names: str) -> dict:
-    """Copies of an accumulator's dict attributes (interval sums and counts) for a checkpoint."""
-    return {n: dict(getattr(obj, n)) for n in names}
+SUMMARY_FILE = "summary.json"  # how the run ended, its metrics (both scripts; README "Run files")
+NORMALISATION_FILE = "normalisation.json"  # how the data were scaled to the model's units
 
 
-def load_accumulator_state(obj, state: Mapping) -> None:
-    """Restore what ``accumulator_state`` saved: a resumed interval mean equals the straight one."""
-    for n, v in state.items():
-        setattr(obj, n, dict(v))
+def write_normalisation(run_dir: str | os.PathLike, norm: Mapping) -> Path:
+    """``normalisation.json`` (atomically): the data scaling a reader needs to undo."""
+    return atomic_write_bytes(
+        json.dumps(dict(norm), indent=2).encode(), Path(run_dir) / NORMALISATION_FILE
+    )
+
+
+def read_normalisation(run_dir: str | os.PathLike) -> dict:
+    """The run's ``normalisation.json``."""
+    return json.loads((Path(run_dir) / NORMALISATION_FILE).read_text())
 
 
 # ------------------------------------------------------------------------------ preemption
@@ -676,7 +659,7 @@ class Preemption:
 
     def __init__(self, signame: str = "SIGUSR2") -> None:
         if signame not in self.SIGNALS:
-            raise ValueError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
+            raise RunError(f"preempt.signal must be one of {self.SIGNALS}, got {signame!r}")
         import signal
 
         self.signame = signame
@@ -737,21 +720,21 @@ def report_exit(code: int) -> None:
         (Path(d) / f"rank{os.environ.get('RANK', '0')}").write_text(str(int(code)))
 
 
-def run_main(
-    fn: Callable[[], Mapping],
-    *,
-    bad_input: tuple[type[BaseException], ...],
-    stopped: tuple[type[BaseException], ...],
-) -> None:
+def run_main(fn: Callable[[], Mapping], *, bad_input: tuple[type[BaseException], ...] = ()) -> None:
     """Call a script's ``train`` and exit with the documented status: 0 done, 2 bad input
-    (``bad_input`` or ``RunError``; one line, no traceback), 3 ``stopped``, 75 preempted (the
-    summary's ``exit_code``). Anything else propagates (Hydra prints it, exit 1)."""
+    (``RunError``, ``ConfigError``, ``DataError`` and ``bad_input``: raised on purpose with a
+    message that says what to fix; one line, no traceback), 3 ``StopTraining``, 75 preempted
+    (the summary's ``exit_code``). Anything else, a bare ``ValueError`` from inside training
+    included, is a bug: it propagates with its traceback (exit 1)."""
+    from experiments.data.errors import DataError
+    from experiments.schema import ConfigError
+
     try:
         code = int(fn().get("exit_code", 0))
-    except stopped as e:
+    except StopTraining as e:
         log.error("%s", e)
         code = EXIT_STOPPED
-    except (RunError, *bad_input) as e:
+    except (RunError, ConfigError, DataError, *bad_input) as e:
         log.error("%s", e)
         code = EXIT_BAD_INPUT
     except BaseException:
@@ -804,3 +787,123 @@ def open_run(
     if is_main:
         atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
     return cfg, run_dir, lock
+
+
+# ------------------------------------------------------------------------------ the loop's end
+class StopTraining(RuntimeError):
+    """A guard (non-finite values) or a health check with policy ``stop`` ended the run (exit 3)."""
+
+
+class Outcome:
+    """How a run ends (``status``, ``exit_code``, last ``step``), kept by :meth:`guard`.
+
+    ``with outcome.guard(run_dir, is_main):`` around the loop: a ``StopTraining`` ends it
+    ``stopped`` (3), any other exception ``failed`` (1); both re-raise after ``summary.json``
+    says so. ``preempted()`` marks a saved stop on a signal (75).
+    """
+
+    def __init__(self, start: int) -> None:
+        self.start, self.step = int(start), int(start)
+        self.status, self.exit_code = "completed", 0
+        self.t0 = time.perf_counter()
+
+    def preempted(self) -> None:
+        self.status, self.exit_code = "preempted", EXIT_PREEMPTED
+
+    def steps_per_s(self) -> float:
+        return (self.step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+
+    @property
+    def done(self) -> bool:
+        """True once the loop must not run another step (preempted before or during it)."""
+        return self.status == "preempted"
+
+    def steps(self, n_steps: int):
+        """``start + 1 .. n_steps``, recording the current step; nothing if already preempted."""
+        for step in range(self.start + 1, n_steps + 1):
+            if self.done:
+                return
+            self.step = step
+            yield step
+
+    @contextlib.contextmanager
+    def guard(self, run_dir: str | os.PathLike, is_main: bool = True):
+        try:
+            yield self
+        except StopTraining:
+            self.status, self.exit_code = "stopped", EXIT_STOPPED
+            raise
+        except BaseException:
+            self.status, self.exit_code = "failed", 1
+            raise
+        finally:
+            if is_main and self.status in ("stopped", "failed"):
+                write_summary(
+                    run_dir, {"status": self.status, "exit_code": self.exit_code, "step": self.step}
+                )
+
+    def summary(self, run_dir, preempt: Preemption, **more) -> dict:
+        """The end-of-run ``summary.json`` content (the same keys for both scripts)."""
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "step": self.step,
+            "run_dir": str(run_dir),
+            "steps_per_s": self.steps_per_s(),
+            "preempt": {"signal": preempt.received_name, "step": self.step}
+            if self.status == "preempted"
+            else None,
+            **more,
+        }
+
+
+# ------------------------------------------------------------------------------ the skeleton
+def start_run(cfg, out_dir, kind: str, *, mutable: tuple[str, ...], overrides, is_main=True):
+    """The start both scripts share: seed and thread checks, the run directory (lock, resume
+    config, ``config.yaml``) and a ``running`` summary. Returns ``(cfg, run_dir, lock)``."""
+    check_seed(cfg.seed)
+    set_threads(cfg.threads)
+    cfg, run_dir, lock = open_run(
+        cfg, out_dir, kind, mutable=mutable, overrides=overrides, is_main=is_main
+    )
+    if is_main:
+        write_summary(run_dir, {"status": "running", "pid": os.getpid()})
+    return cfg, run_dir, lock
+
+
+def resume_state(run_dir, device, required: tuple[str, ...]) -> tuple[int, dict]:
+    """``(step, state)`` of the run's newest valid checkpoint, or ``(0, {})`` for a new run."""
+    found = load_latest_checkpoint(run_dir, map_location=device, required=required)
+    if found is None:
+        return 0, {}
+    ckpt, state = found
+    log.info("resuming from %s at step %d", ckpt, int(state["step"]))
+    return int(state["step"]), state
+
+
+def end_run(run: Outcome, *, monitor, writer, pbar=None, lock=None, diag=None) -> str:
+    """The end both scripts share (also after an exception): the health verdict, the run's
+    status text, the cost report, the writer closed and the run lock released."""
+    if pbar is not None:
+        pbar.close()
+    try:
+        verdict = monitor.finish(run.step)
+        writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
+        if diag is not None:
+            log.info("diagnostics: %s", diag.summary())
+        log.info("diagnostics cost:\n%s", writer.cost_report())
+        writer.close()
+    finally:
+        if lock is not None:
+            lock.release()
+    return verdict
+
+
+def log_preempted(preempt: Preemption, step: int, run_dir, code: int) -> None:
+    log.warning(
+        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
+        preempt.received_name,
+        step,
+        run_dir,
+        code,
+    )

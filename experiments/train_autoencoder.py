@@ -6,10 +6,10 @@
     tensorboard --logdir outputs
 
 Read top to bottom: data (all bad input fails here, before any training), model and optimizer,
-the fixed probe field, then the loop: one masked-MSE step on a random batch of fields, loss summed
-on the device, and periodic writes (scalars, snapshots with the weights and the probe
+the fixed probe field, then the loop: one masked-MSE step on a random batch of fields, loss reported
+into the scalar stream on the device, and periodic writes (scalars, snapshots with the weights and the probe
 reconstruction, Brohan summary frames and weight images, checkpoints). At the end the validation
-error is compared with that of the climatological mean and stored in ``metrics.json``.
+error is compared with that of the climatological mean and stored in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ if __name__ == "__main__":  # first, before the heavy imports: a signal while st
 
     early_signals.install()
 
-import contextlib
-import json
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -40,6 +36,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diagnostics import tags
 from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
@@ -48,36 +45,46 @@ from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame
 from diagnostics.writer import Writer
-from experiments import common
+from experiments import common, schema
 from experiments.data.climate import ClimateData, load_climate
-from experiments.models.autoencoder import DenseAutoencoder, make_optimizer, masked_mse
+from experiments.models.autoencoder import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    DenseAutoencoder,
+    make_optimizer,
+    masked_mse,
+)
+from experiments.schema import ConfigError
 
 log = logging.getLogger("train_autoencoder")
 
 common.register_resolvers()
 
 
-class StopTraining(RuntimeError):
-    """Raised when the non-finite guard or a health check with policy ``stop`` ends the run."""
+StopTraining = common.StopTraining  # the non-finite guard or a health check with policy stop
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Semantic checks Hydra cannot express; fail before touching data."""
-    t = cfg.train
-    if int(t.n_epochs) < 1 or int(t.steps_per_epoch) < 1 or int(t.batch_size) < 1:
-        raise ValueError("train.n_epochs, train.steps_per_epoch and train.batch_size must be >= 1")
-    for key in ("log.every", "snapshot.every", "frames.every", "checkpoint.every"):
-        if int(OmegaConf.select(cfg, key)) < 1:
-            raise ValueError(f"{key} must be >= 1")
+    """Types and ranges (``schema.AUTOENCODER``) and the values a schema cannot express; fail
+    before touching data (``ConfigError``, exit 2)."""
+    schema.check(cfg, schema.AUTOENCODER)
     if cfg.frames.quantity not in ("bias", "norm"):
-        raise ValueError(f"frames.quantity must be 'bias' or 'norm', got {cfg.frames.quantity!r}")
+        raise ConfigError(f"frames.quantity must be 'bias' or 'norm', got {cfg.frames.quantity!r}")
+    for key, choices in (
+        ("model.activation", ACTIVATIONS),
+        ("model.out_activation", ACTIVATIONS),
+        ("optim.name", OPTIMIZERS),
+    ):
+        v = str(OmegaConf.select(cfg, key))
+        if (v.lower() if key == "optim.name" else v) not in choices:
+            raise ConfigError(f"{key}={v!r}: choose from {sorted(choices)}")
 
 
 def load_data(cfg: DictConfig) -> ClimateData:
     """The fields named by ``cfg.data``; wrong paths or variables raise here, naming them."""
     d = cfg.data
     if OmegaConf.is_missing(d, "paths"):
-        raise ValueError(
+        raise ConfigError(
             "data.paths is not set: give the NetCDF files, e.g. data.paths=[/data/prmsl.nc]"
         )
     paths = [d.paths] if isinstance(d.paths, str) else list(d.paths)
@@ -90,7 +97,7 @@ def load_data(cfg: DictConfig) -> ClimateData:
         sample_dim=d.get("sample_dim"),
     )
     if not 0 <= int(cfg.probe_index) < data.val.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"probe_index {cfg.probe_index} outside the {data.val.shape[0]} validation fields"
         )
     log.info(
@@ -113,19 +120,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_diagnostics(cfg: DictConfig, model, opt, writer: Writer, start: int) -> Diagnostics | None:
-    """The diagnostics core (activation, weight and gradient statistics); None when not configured."""
-    if cfg.get("diagnostics") is None:
-        return None
-    return Diagnostics(
-        models={"AE": model},
-        optimizers={"AE": opt},
-        writer=writer,
-        cfg=cfg.diagnostics,
-        start_step=start,
-    )
-
-
 def evaluate(model: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Masked MSE of the model on all of ``x`` (B, F), on the device; restores the training flag."""
     with probe_mode(model):
@@ -146,13 +140,10 @@ def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = No
 
 def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> dict:
     check_config(cfg)
-    common.check_seed(cfg.seed)
     common.check_device(cfg.device)
-    common.set_threads(cfg.threads)
-    cfg, run_dir, lock = common.open_run(
+    cfg, run_dir, lock = common.start_run(
         cfg, out_dir, "autoencoder", mutable=AE_RESUME_MUTABLE, overrides=overrides
     )
-    common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     device = resolve_device(cfg.device)
     data = load_data(cfg)
     h, w = data.shape
@@ -173,13 +164,11 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     )
     sampler = torch.Generator().manual_seed(int(cfg.seed))
     n_steps = int(cfg.train.n_epochs) * int(cfg.train.steps_per_epoch)
+    # The summary frames' loss curves: the stream's written means at each snapshot.
     history: dict[str, list] = {"steps": [], "train": [], "val": []}
 
-    start, extra = 0, {}
-    found = common.load_latest_checkpoint(run_dir, map_location=device, required=AE_CKPT_KEYS)
-    if found is not None:
-        ckpt, state = found
-        extra = state.get("extra", {})
+    start, state = common.resume_state(run_dir, device, AE_CKPT_KEYS)
+    if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
@@ -188,25 +177,124 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             k: [float(v) if k != "steps" else int(v) for v in state["history"][k].tolist()]
             for k in history
         }
-        start = int(state["step"])
-        log.info("resuming from %s at step %d", ckpt, start)
-    (run_dir / "normalisation.json").write_text(
-        json.dumps(
-            {
-                "variable": data.variable,
-                "units": data.units,
-                **data.normaliser.to_dict(),
-                "source": data.norm_source,  # fitted from the training fields, or configured
-                "formula": "(x - offset) / scale",
-                "fill": data.fill,
-            },
-            indent=2,
-        )
-    )
-
+    common.write_normalisation(run_dir, normalisation(data))
     probe = x_val[int(cfg.probe_index)].unsqueeze(0)  # (1, F): the fixed validation field
+    meta = snapshot_meta(cfg, data, model, n_steps)
+    writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    weight_imgs = (
+        WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
+        if cfg.frames.weight_images
+        else None
+    )
+    # The scalar stream and its cadence: loss/AE/val is reported at snapshots (and frames).
+    diag = Diagnostics(
+        {"AE": model},
+        {"AE": opt},
+        writer,
+        cfg.get("diagnostics") or {"enabled": False},
+        periods={"snapshot": int(cfg.snapshot.every), "frames": int(cfg.frames.every)},
+        total_steps=n_steps,
+    )
+    diag.load_state_dict(state.get("extra", {}).get("diagnostics", {"step": start}))
+    meta |= diag.snapshot_meta()
+    snaps = SnapshotWriter(run_dir)
+    snaps.write_meta(meta)
+    embedder = EmbeddingLogger(writer, run_dir, "AE", cfg.embed) if cfg.embed.enabled else None
+    frames = Frames(model, probe, (h, w), meta, cfg, history, n_steps, writer, weight_imgs)
+    monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
+    if "health" in state:
+        monitor.load_state_dict(state["health"])
+    B = int(cfg.train.batch_size)
+
+    if start == 0:  # the untrained state opens the curves and the video
+        diag.report(tags.LOSS_AE_TRAIN, evaluate(model, x_train, weight))
+        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
+        diag.flush_scalars(0)
+        frames.record(0, diag.last, snaps, diag.snapshot_arrays(), frame=True)
+        if embedder is not None:
+            write_embeddings(embedder, model, x_val, data, 0)
+    run = common.Outcome(start)
+    if preempt.requested:  # a signal during set-up: nothing new to save
+        run.preempted()
+    pbar = tqdm(total=n_steps, initial=start, desc="train_autoencoder", unit="step", disable=None)
+    try:
+        with run.guard(run_dir), diag:
+            model.train()
+            for step in run.steps(n_steps):
+                idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(device)
+                x = x_train[idx]
+                loss = masked_mse(model(x), x, weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                # The one deliberate host sync of the step: a non-finite update is never applied.
+                if not bool(all_finite(loss, model.parameters())):
+                    msg = nonfinite_report({"loss/AE": loss, **named_grads(model, "AE")}, step=step)
+                    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+                    monitor.report_nonfinite(step, msg)
+                    raise StopTraining(msg)
+                opt.step()
+                diag.report(tags.LOSS_AE_TRAIN, loss)
+                pbar.update(1)
+
+                snap_now, frame_now = diag.due("snapshot", step), diag.due("frames", step)
+                if snap_now or frame_now:
+                    with writer.cost("snapshots"):
+                        diag.report(tags.LOSS_AE_VAL, evaluate(model, x_val, weight))
+                if diag.due("scalars", step):
+                    diag.report(tags.STEPS_PER_S, run.steps_per_s())
+                if diag.step(step):
+                    with writer.cost("health"):
+                        monitor.update(step, diag.history)
+                    if monitor.should_stop:
+                        raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
+                if snap_now or frame_now:
+                    frames.record(step, diag.last, snaps, diag.snapshot_arrays(), frame=frame_now)
+                    pbar.set_postfix(train=f"{history['train'][-1]:.3g}", val=f"{history['val'][-1]:.3g}")  # fmt: skip
+                if embedder is not None and embedder.due(step, last=step == n_steps):
+                    write_embeddings(embedder, model, x_val, data, step)
+                stop = preempt.requested
+                if diag.due(int(cfg.checkpoint.every), step) or stop:
+                    with writer.cost("checkpoints"):
+                        ckpt = checkpoint_state(step, model, opt, sampler, history, diag, monitor)
+                        common.save_checkpoint(
+                            run_dir / "checkpoints", step, ckpt, n_keep=int(cfg.checkpoint.n_keep)
+                        )
+                if stop:
+                    run.preempted()
+                    common.log_preempted(preempt, step, run_dir, run.exit_code)
+                    break
+    finally:
+        verdict = common.end_run(
+            run, monitor=monitor, writer=writer, pbar=pbar, lock=lock, diag=diag
+        )
+
+    metrics = reconstruction_metrics(model, data, weight, device)
+    summary = run.summary(run_dir, preempt, health=verdict) | metrics
+    common.write_summary(run_dir, summary)
+    print(
+        f"validation MSE (normalised): autoencoder {metrics['val_mse_autoencoder']:.4g}, "
+        f"climatological mean {metrics['val_mse_climatology']:.4g}; RMS error "
+        f"{metrics['val_rmse_autoencoder_phys']:.3g} vs {metrics['val_rmse_climatology_phys']:.3g} {data.units}"
+    )
+    return summary
+
+
+def normalisation(data: ClimateData) -> dict:
+    """The content of ``normalisation.json``."""
+    return {
+        "variable": data.variable,
+        "units": data.units,
+        **data.normaliser.to_dict(),
+        "source": data.norm_source,  # fitted from the training fields, or configured
+        "formula": "(x - offset) / scale",
+        "fill": data.fill,
+    }
+
+
+def snapshot_meta(cfg, data: ClimateData, model, n_steps: int) -> dict:
+    """What videos and notebooks need to read the autoencoder's snapshots."""
     keys = {n: f"weights/AE/{n}" for n, _ in model.named_parameters()}
-    meta = {
+    return {
         "kind": "autoencoder",
         **data.meta(),
         "total_steps": n_steps,
@@ -221,221 +309,84 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
             "dec_w": keys["decoder.weight"],
         },
     }
-    writer = Writer(run_dir, purge_step=start + 1 if start else None)
-    weight_imgs = (
-        WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
-        if cfg.frames.weight_images
-        else None
-    )
-    diag = make_diagnostics(cfg, model, opt, writer, start)
-    if diag is not None:
-        meta |= diag.snapshot_meta()
-    snaps = SnapshotWriter(run_dir)
-    snaps.write_meta(meta)
 
-    def state_arrays(step: int, loss_train: float, loss_val: float) -> dict[str, np.ndarray]:
-        with probe_mode(model):
-            recon = model(probe)
-        arrays = {keys[n]: p.detach().cpu().numpy() for n, p in model.named_parameters()}
-        arrays["probe/field"] = probe.reshape(h, w).cpu().numpy()
-        arrays["probe/recon"] = recon.reshape(h, w).cpu().numpy()
-        arrays["scalar/loss/train"] = np.float64(loss_train)
-        arrays["scalar/loss/val"] = np.float64(loss_val)
-        arrays["step"] = np.int64(step)
-        return arrays
 
-    def write_frame(step: int, arrays: dict) -> None:
-        with writer.cost("frames"):
-            ctx = context_from_arrays(
-                meta,
-                arrays,
-                quantity=str(cfg.frames.quantity),
-                loss_steps=history["steps"],
-                loss_train=history["train"],
-                loss_val=history["val"],
-                total_steps=n_steps,
-            )
-            writer.image("frames/AE/summary", render_summary_frame(ctx, arrays), step)
-        if weight_imgs is not None:
-            weight_imgs.write(step)
-
-    def checkpoint(step: int) -> None:
-        common.save_checkpoint(
-            run_dir / "checkpoints",
-            step,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "sampler": sampler.get_state(),
-                "rng": common.rng_state(),
-                "step": step,
-                "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
-                # Named extra states: the interval sums (a resume mid-interval logs the same
-                # means as a straight run); other features add theirs here.
-                "extra": {
-                    "meter": {"loss": loss_sum, "n": n_sum, "snap": snap_sum, "n_snap": n_snap}
-                },
-            },
-            n_keep=int(cfg.checkpoint.n_keep),
-        )
-
-    def record(step: int, loss_train: torch.Tensor) -> dict:
-        """Validation loss, history, scalars and a snapshot at ``step`` (one host copy each)."""
-        with writer.cost("snapshots"):
-            loss_val = evaluate(model, x_val, weight)
-            tr, va = (float(v) for v in torch.stack([loss_train.detach(), loss_val]).cpu().tolist())
-            history["steps"].append(step)
-            history["train"].append(tr)
-            history["val"].append(va)
-            writer.scalar("loss/AE/val", va, step)
-            arrays = state_arrays(step, tr, va)
-            if diag is not None:
-                arrays |= diag.snapshot_arrays()
-            snaps.write(step, arrays)
-        return arrays
-
-    # Embeddings: the hidden-layer code of every validation field, thumbnails = the fields.
-    embedder = EmbeddingLogger(writer, run_dir, "AE", cfg.embed) if cfg.embed.enabled else None
-
-    def write_embeddings(step: int) -> None:
-        with probe_mode(model):
-            codes = model.encode(x_val)
-        thumbs = x_val.reshape(-1, h, w).clone()
-        thumbs[:, ~data.mask.to(device)] = float("nan")  # missing points show as grey, not as fill
-        embedder.log(
-            step,
-            codes,
-            thumbs,
-            coords={
-                "val_index": np.arange(len(x_val)),
-                "time": np.asarray(data.val_times, dtype=str),
-            },
-            attrs={
-                "source": "autoencoder hidden layer (encoder + activation)",
-                "thumbnail": "input field, normalised",
-            },
-        )
-
-    if start == 0:
-        arrays = record(0, evaluate(model, x_train, weight))  # the untrained state opens the video
-        write_frame(0, arrays)
-        if embedder is not None:
-            write_embeddings(0)
-
-    monitor = HealthMonitor(cfg.health, writer, run_dir, total_steps=n_steps)
-    B, log_every = int(cfg.train.batch_size), int(cfg.log.every)
-    loss_sum, n_sum = torch.zeros((), device=device), 0  # since the last log write
-    snap_sum, n_snap = torch.zeros((), device=device), 0  # since the last snapshot
-    if "meter" in extra:
-        m = extra["meter"]
-        loss_sum, n_sum, snap_sum, n_snap = m["loss"], int(m["n"]), m["snap"], int(m["n_snap"])
-    t0, step, status = time.perf_counter(), start, "completed"
-    exit_code, early = 0, preempt.requested  # a signal during set-up: nothing new to save
-    if early:
-        status, exit_code = "preempted", common.EXIT_PREEMPTED
-    pbar = tqdm(total=n_steps, initial=start, desc="train_autoencoder", unit="step", disable=None)
-    try:
-        with diag if diag is not None else contextlib.nullcontext():
-            model.train()
-            for step in range(start + 1, n_steps + 1 if not early else start + 1):
-                idx = torch.randint(x_train.shape[0], (B,), generator=sampler).to(device)
-                x = x_train[idx]
-                loss = masked_mse(model(x), x, weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                # The one deliberate host sync of the step: a non-finite update is never applied.
-                if not bool(all_finite(loss, model.parameters())):
-                    msg = nonfinite_report({"loss/AE": loss, **named_grads(model, "AE")}, step=step)
-                    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-                    monitor.report_nonfinite(step, msg)
-                    raise StopTraining(msg)
-                opt.step()
-                if diag is not None:
-                    diag.step(step)
-                loss_sum += loss.detach()
-                snap_sum += loss.detach()
-                n_sum += 1
-                n_snap += 1
-                pbar.update(1)
-
-                if step % log_every == 0 or step == n_steps:
-                    with writer.cost("scalars"):
-                        writer.scalars(
-                            {
-                                "loss/AE/train": loss_sum / n_sum,
-                                "perf/steps_per_s": (step - start) / (time.perf_counter() - t0),
-                            },
-                            step,
-                        )
-                    loss_sum, n_sum = torch.zeros((), device=device), 0
-                    with writer.cost("health"):
-                        monitor.update(step, diag.history if diag is not None else {})
-                    if monitor.should_stop:
-                        raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
-                snap_now = step % int(cfg.snapshot.every) == 0 or step == n_steps
-                frame_now = step % int(cfg.frames.every) == 0 or step == n_steps
-                if snap_now or frame_now:
-                    arrays = record(step, snap_sum / max(n_snap, 1))
-                    snap_sum, n_snap = torch.zeros((), device=device), 0
-                    pbar.set_postfix(
-                        train=f"{history['train'][-1]:.3g}", val=f"{history['val'][-1]:.3g}"
-                    )
-                    if frame_now:
-                        write_frame(step, arrays)
-                if embedder is not None and embedder.due(step, last=step == n_steps):
-                    write_embeddings(step)
-                stop = preempt.requested
-                if step % int(cfg.checkpoint.every) == 0 or step == n_steps or stop:
-                    with writer.cost("checkpoints"):
-                        checkpoint(step)
-                if stop:
-                    status, exit_code = "preempted", common.EXIT_PREEMPTED
-                    log.warning(
-                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
-                        preempt.received_name,
-                        step,
-                        run_dir,
-                        exit_code,
-                    )
-                    break
-    except StopTraining:
-        status, exit_code = "stopped", common.EXIT_STOPPED
-        raise
-    except BaseException:
-        status, exit_code = "failed", 1
-        raise
-    finally:
-        if status in ("stopped", "failed"):
-            common.write_summary(run_dir, {"status": status, "exit_code": exit_code, "step": step})
-        lock.release()
-        pbar.close()
-        verdict = monitor.finish(step)
-        writer.text("run/status", f"{status} at step {step}", step)
-        if diag is not None:
-            log.info("diagnostics: %s", diag.summary())
-        log.info("diagnostics cost:\n%s", writer.cost_report())
-        writer.close()
-
-    metrics = reconstruction_metrics(model, data, weight, device)
-    metrics |= {
-        "status": status,
-        "exit_code": exit_code,
-        "preempt": {"signal": preempt.received_name, "step": step}
-        if status == "preempted"
-        else None,
+def checkpoint_state(step, model, opt, sampler, history, diag, monitor) -> dict:
+    """What a checkpoint holds: weights, optimizer, sampler and RNG state, the frames' loss
+    history, the stream (interval sums and history: a resume mid-interval writes the same
+    means) and health."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "sampler": sampler.get_state(),
+        "rng": common.rng_state(),
         "step": step,
-        "run_dir": str(run_dir),
-        "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
-        "health": verdict,
+        "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()},
+        "extra": {"diagnostics": diag.state_dict()},  # named extra states; others add theirs
+        "health": monitor.state_dict(),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    common.write_summary(run_dir, metrics)
-    print(
-        f"validation MSE (normalised): autoencoder {metrics['val_mse_autoencoder']:.4g}, "
-        f"climatological mean {metrics['val_mse_climatology']:.4g}; RMS error "
-        f"{metrics['val_rmse_autoencoder_phys']:.3g} vs {metrics['val_rmse_climatology_phys']:.3g} {data.units}"
+
+
+class Frames:
+    """Snapshots (weights, probe reconstruction, losses) and Brohan summary frames."""
+
+    def __init__(self, model, probe, shape, meta, cfg, history, n_steps, writer, weight_imgs):
+        self.model, self.probe, self.shape, self.meta = model, probe, shape, meta
+        self.quantity, self.history, self.n_steps = str(cfg.frames.quantity), history, n_steps
+        self.writer, self.weight_imgs = writer, weight_imgs
+        self.keys = {n: f"weights/AE/{n}" for n, _ in model.named_parameters()}
+
+    def record(self, step: int, last: dict, snaps, act: dict, *, frame: bool) -> None:
+        """A snapshot at ``step`` from the stream's just-written means; a frame if ``frame``."""
+        tr, va = float(last[tags.LOSS_AE_TRAIN]), float(last[tags.LOSS_AE_VAL])
+        self.history["steps"].append(step)
+        self.history["train"].append(tr)
+        self.history["val"].append(va)
+        with self.writer.cost("snapshots"):
+            with probe_mode(self.model):
+                recon = self.model(self.probe)
+            h, w = self.shape
+            arrays = {self.keys[n]: p.detach().cpu().numpy() for n, p in self.model.named_parameters()}  # fmt: skip
+            arrays["probe/field"] = self.probe.reshape(h, w).cpu().numpy()
+            arrays["probe/recon"] = recon.reshape(h, w).cpu().numpy()
+            arrays["scalar/loss/train"] = np.float64(tr)
+            arrays["scalar/loss/val"] = np.float64(va)
+            arrays["step"] = np.int64(step)
+            snaps.write(step, arrays | act)
+        if not frame:
+            return
+        with self.writer.cost("frames"):
+            ctx = context_from_arrays(
+                self.meta,
+                arrays,
+                quantity=self.quantity,
+                loss_steps=self.history["steps"],
+                loss_train=self.history["train"],
+                loss_val=self.history["val"],
+                total_steps=self.n_steps,
+            )
+            self.writer.image(tags.FRAME_AE, render_summary_frame(ctx, arrays), step)
+        if self.weight_imgs is not None:
+            self.weight_imgs.write(step)
+
+
+def write_embeddings(embedder, model, x_val, data: ClimateData, step: int) -> None:
+    """The hidden-layer code of every validation field, thumbnails = the fields."""
+    h, w = data.shape
+    with probe_mode(model):
+        codes = model.encode(x_val)
+    thumbs = x_val.reshape(-1, h, w).clone()
+    thumbs[:, ~data.mask.to(x_val.device)] = float("nan")  # missing points show as grey, not fill
+    embedder.log(
+        step,
+        codes,
+        thumbs,
+        coords={"val_index": np.arange(len(x_val)), "time": np.asarray(data.val_times, dtype=str)},
+        attrs={
+            "source": "autoencoder hidden layer (encoder + activation)",
+            "thumbnail": "input field, normalised",
+        },
     )
-    return metrics
 
 
 def reconstruction_metrics(model, data: ClimateData, weight: torch.Tensor, device) -> dict:
@@ -461,11 +412,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    common.run_main(
-        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
-        bad_input=(ValueError, FileNotFoundError, KeyError),
-        stopped=(StopTraining,),
-    )
+    common.run_main(lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,13 @@ if __name__ == "__main__":  # first, before the heavy imports: a signal while st
     early_signals.install()
 
 import copy
+import functools
 import json
 import logging
 import os
 import sys
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -39,96 +41,54 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diagnostics import tags
 from diagnostics.core import Diagnostics
-from diagnostics.embeddings import EmbeddingLogger, layer_features
-from diagnostics.gan import GanBalance, ValueDistribution
+from diagnostics.embeddings import EmbeddingLogger
+from diagnostics.gan import GanBalance
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
-from diagnostics.hooks import probe_mode
-from diagnostics.skill import log_skill, predict, summary_dict
-from diagnostics.slices import physical_ranges, slice_panel, take_slices
 from diagnostics.snapshots import SnapshotWriter
-from diagnostics.spectra import log_spectra
 from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
-from experiments import common, distributed
+from experiments import common, distributed, schema
 from experiments.data import mantle, plausibility
+from experiments.gan_probe import Probes
 from experiments.losses import content_loss, critic_loss, generator_loss, gradient_penalty
 from experiments.models.gan3d import Critic, Generator, ema_update, init_weights, upsample
+from experiments.schema import ConfigError
 
 log = logging.getLogger("train_gan")
 
 common.register_resolvers()
 
 
-class StopTraining(RuntimeError):
-    """Raised when a guard (non-finite values, a health check) stops the run."""
+StopTraining = common.StopTraining  # a guard (non-finite values, a health check) stops the run
 
 
 # ------------------------------------------------------------------------------------------ data
-# Keys whose type a command-line override can get wrong (Hydra keeps "many" as a string).
-INT_KEYS = (
-    "seed",
-    "threads",
-    "data.factor",
-    "train.steps",
-    "train.batch_size",
-    "train.n_critic",
-    "train.pretrain_steps",
-    "log.every",
-    "log.slices_every",
-    "log.physics_every",
-    "log.n_probe",
-    "log.n_noise_draws",
-    "log.n_skill",
-    "snapshot.every",
-    "checkpoint.every",
-    "checkpoint.n_keep",
-    "embed.every",
-    "embed.n_items",
-)
-FLOAT_KEYS = (
-    "train.lambda_gp",
-    "train.lr_g",
-    "train.lr_d",
-    "train.ema_decay",
-    "train.content_weight",
-)
-
-
 def check_config(cfg: DictConfig) -> None:
-    """Types and values Hydra cannot check without a schema; fail before touching data."""
-    bad = []
-    for key, kind in [(k, int) for k in INT_KEYS] + [(k, float) for k in FLOAT_KEYS]:
-        v = OmegaConf.select(cfg, key)
-        ok = isinstance(v, int | float) and not isinstance(v, bool)
-        if kind is int and ok:
-            ok = float(v).is_integer()
-        if not ok:
-            bad.append(f"{key}={v!r} (expected {'an integer' if kind is int else 'a number'})")
-        elif kind is int and key not in ("seed", "train.pretrain_steps") and v < 1:
-            bad.append(f"{key}={v!r} (expected >= 1)")
-    if bad:
-        raise ValueError("bad config values: " + "; ".join(bad))
+    """Types and ranges (``schema.GAN``) and the values a schema cannot express; fail before
+    touching data (``ConfigError``, exit 2)."""
+    schema.check(cfg, schema.GAN)
     f = int(cfg.data.factor)
     if f & (f - 1):
-        raise ValueError(f"data.factor must be a power of two >= 1, got {f}")
+        raise ConfigError(f"data.factor must be a power of two >= 1, got {f}")
     crop = list(cfg.data.crop)
     if len(crop) != 3 or any(not isinstance(c, int) or c % f for c in crop):
-        raise ValueError(
+        raise ConfigError(
             f"data.crop must be 3 integer sizes (r, lat, lon) divisible by data.factor={f}, got {crop}"
         )
     if not 0.0 <= float(cfg.train.ema_decay) < 1.0:
-        raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.train.content_loss not in ("mse", "l1"):
-        raise ValueError(
+        raise ConfigError(
             f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
         )
     if cfg.data.train_steps is None and not 0 <= float(cfg.data.val_fraction) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"data.val_fraction={cfg.data.val_fraction} leaves no training files (expected [0, 1))"
         )
     if cfg.amp not in ("none", "bf16"):
-        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
+        raise ConfigError(f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
 
 
 def split_steps(cfg: DictConfig, available: list[int]) -> tuple[list[int], list[int]]:
@@ -170,7 +130,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     if cfg.data.dir is None:
         presets = {"default": mantle.DEFAULT, "tiny": mantle.TINY}
         if cfg.data.builtin not in presets:
-            raise ValueError(
+            raise ConfigError(
                 f"data.builtin must be one of {sorted(presets)}, got {cfg.data.builtin!r}"
             )
         data_dir = mantle.ensure_builtin(cfg.data.cache_dir, **presets[cfg.data.builtin])
@@ -206,12 +166,12 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
     vmin, vmax = plausibility.scaling(stats[: len(train_steps)], drop_r)
     scaler = mantle.Scaler(variables, vmin, vmax)
     if write:
-        (run_dir / "scaling.json").write_text(json.dumps(scaler.to_dict(), indent=2))
+        common.write_normalisation(run_dir, scaler.to_dict())
     crop = tuple(int(c) for c in cfg.data.crop)
     f = int(cfg.data.factor)
     shape = (n_r - len(drop_r), n_lat, n_lon)
     if any(c > s for c, s in zip(crop, shape, strict=True)):
-        raise ValueError(
+        raise ConfigError(
             f"data.crop {list(crop)} is larger than the fields (r, lat, lon) = {list(shape)}"
         )
     lazy = cfg.data.lazy
@@ -219,7 +179,7 @@ def load_data(cfg: DictConfig, run_dir: Path, *, write: bool = True):
         n_bytes = mantle.dataset_bytes(len(paths), len(variables), shape)
         lazy = n_bytes > float(cfg.data.memory_gb) * 2**30
     elif not isinstance(lazy, bool):
-        raise ValueError(f"data.lazy must be true, false or auto, got {lazy!r}")
+        raise ConfigError(f"data.lazy must be true, false or auto, got {lazy!r}")
 
     def dataset(steps: list[int], part: list, *, roll: bool, seed: int):
         if lazy:
@@ -275,33 +235,6 @@ def build_models(cfg: DictConfig, n_var: int, device: torch.device) -> tuple[Gen
     return G.to(device), D.to(device)
 
 
-def host(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Device scalars to host floats in one transfer (write time only)."""
-    if not tensors:
-        return {}
-    vals = torch.stack([t.detach().reshape(()).float() for t in tensors.values()]).cpu().tolist()
-    return dict(zip(tensors, vals, strict=True))
-
-
-class Meter:
-    """Running sums of scalars on the device; read (one host copy) only at write time."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str, value: torch.Tensor) -> None:
-        v = value.detach().float()
-        self.sums[name] = self.sums[name] + v if name in self.sums else v.clone()
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        """Interval means as host floats (one device-to-host copy) and reset."""
-        out = host({k: s / self.counts[k] for k, s in self.sums.items()})
-        self.sums, self.counts = {}, {}
-        return out
-
-
 class BatchStream:
     """Batches of dataset indices in DistributedSampler order, resumable at any position.
 
@@ -315,7 +248,7 @@ class BatchStream:
         from torch.utils.data.distributed import DistributedSampler
 
         if n_items < batch_size * info.world:
-            raise ValueError(
+            raise ConfigError(
                 f"{n_items} training samples are fewer than batch_size x ranks = {batch_size * info.world}"
             )
         self.sampler = DistributedSampler(
@@ -357,9 +290,19 @@ class Batches:
     advances as batches are consumed: resume stays exact with any number of workers.
     """
 
-    def __init__(self, dataset, stream: BatchStream, n_workers: int = 0, prefetch: int = 2):
+    def __init__(
+        self,
+        dataset,
+        stream: BatchStream,
+        n_workers: int = 0,
+        prefetch: int = 2,
+        *,
+        device: torch.device | str = "cpu",
+        fixed_input: bool = False,
+    ):
+        self.device, self.fixed_input, self._fixed = torch.device(device), fixed_input, None
         if n_workers < 0 or prefetch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.n_workers must be >= 0 and data.prefetch >= 1, got {n_workers}, {prefetch}"
             )
         self.dataset, self.stream, self.n_workers, self.prefetch = (
@@ -369,6 +312,16 @@ class Batches:
             prefetch,
         )
         self._it = None
+
+    def next_on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch on ``device``; with ``fixed_input`` the first batch, every time."""
+        if self._fixed is not None:
+            return self._fixed
+        x, y = self.next()
+        out = x.to(self.device), y.to(self.device)
+        if self.fixed_input:
+            self._fixed = out
+        return out
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.n_workers == 0:
@@ -402,6 +355,235 @@ GAN_RESUME_MUTABLE = ("train.steps",)  # beyond common.RESUME_FREE; README "Resu
 GAN_CKPT_KEYS = ("G", "D", "opt_G", "opt_D", "data", "rng", "step")
 
 
+@dataclass
+class Nets:
+    """The networks and optimizers of a GAN run, and what a checkpoint holds of them.
+
+    ``G_fw``/``D_fw`` are what the loop calls (DDP wrappers under torchrun); ``G_eval`` (the
+    weight EMA if on, else G) makes probes, skill and evaluation; ``G_reg`` is the frozen copy
+    of G at the end of MSE pretraining (the regression baseline of ``skill/*_regression``).
+    """
+
+    G: Generator
+    D: Critic
+    G_fw: torch.nn.Module
+    D_fw: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    G_ema: Generator | None
+    G_reg: Generator | None = None
+
+    @property
+    def G_eval(self) -> Generator:
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def state_dict(self) -> dict:
+        state = {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_G": self.opt_g.state_dict(),
+            "opt_D": self.opt_d.state_dict(),
+            "G_regression": None if self.G_reg is None else self.G_reg.state_dict(),
+        }
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_G"])
+        self.opt_d.load_state_dict(state["opt_D"])
+        if self.G_ema is not None and "G_ema" in state:
+            self.G_ema.load_state_dict(state["G_ema"])
+        if state.get("G_regression") is not None:
+            self.G_reg = copy.deepcopy(self.G).requires_grad_(False)
+            self.G_reg.load_state_dict(state["G_regression"])
+
+
+def make_nets(cfg: DictConfig, n_var: int, device: torch.device, info) -> Nets:
+    """Models (DDP-wrapped under torchrun), Adam optimizers and the generator EMA."""
+    G, D = build_models(cfg, n_var, device)
+    G_fw, D_fw = G, D
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_fw, D_fw = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    betas = tuple(float(b) for b in cfg.train.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.train.lr_g), betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.train.lr_d), betas=betas)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if float(cfg.train.ema_decay) > 0 else None
+    return Nets(G, D, G_fw, D_fw, opt_g, opt_d, G_ema)
+
+
+def make_probes(cfg, probe_src, coords, scaler, nets: Nets, writer, stream, snaps, device):
+    """The fixed, seeded probe, skill and embedding samples (the same crops at every write)."""
+    variables, seed, f = list(cfg.data.variables), int(cfg.log.probe_seed), int(cfg.data.factor)
+    probe_x, probe_y, windows = probe_src.probe_samples(int(cfg.log.n_probe), seed=seed)
+    r_mid = probe_y.shape[2] // 2
+    # Skill crops: fixed validation windows (files disjoint from training when val files exist).
+    skill_x, skill_y, _ = probe_src.probe_samples(int(cfg.log.n_skill), seed=seed + 2)
+    probes = Probes(
+        writer=writer,
+        stream=stream,
+        snaps=snaps,
+        variables=variables,
+        factor=f,
+        probe_seed=seed,
+        batch_size=int(cfg.train.batch_size),
+        device=device,
+        G=nets.G,
+        D=nets.D,
+        G_eval=nets.G_eval,
+        G_reg=nets.G_reg,
+        probe_x=probe_x.to(device),
+        probe_y=probe_y.to(device),
+        radii=[float(coords["r"][w[1] + r_mid]) for w in windows],
+        clim={v: [0.0, 1.0] for v in variables},
+        scaling=scaler.to_dict(),
+        skill_x=skill_x,
+        skill_y=skill_y.to(device),
+        skill_up=upsample(skill_x.to(device), f),
+        windows=windows,
+    )
+    if cfg.embed.enabled:
+        # The critic's pooled features of fixed validation crops, thumbnails = slices.
+        probes.emb_x, probes.emb_y, probes.emb_windows = probe_src.probe_samples(
+            int(cfg.embed.n_items), seed=seed + 1
+        )
+        probes.embedder = EmbeddingLogger(writer, writer.log_dir, "D", cfg.embed)
+        probes.embed_layer = cfg.embed.layer
+    return probes
+
+
+def guard(step: int, what: str, loss, module, info, run_dir: Path, monitor) -> None:
+    """The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
+    update is never applied, and every rank stops together."""
+    if distributed.all_ranks_true(all_finite(loss, module.parameters()), info):
+        return
+    msg = nonfinite_report({f"loss/{what}": loss, **named_grads(module, what)}, step=step)
+    msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
+    monitor.report_nonfinite(step, msg)
+    raise StopTraining(msg)
+
+
+def save_checkpoint(cfg, run_dir: Path, step: int, info, nets: Nets, stream, diag, monitor):
+    """Every rank's RNG state gathered; rank 0 writes; all ranks wait until it is durable."""
+    rngs = [common.rng_state()]
+    if info.enabled:
+        rngs = [None] * info.world
+        torch.distributed.all_gather_object(rngs, common.rng_state())
+    if info.is_main:
+        state = nets.state_dict() | {
+            "data": stream.state(),
+            "rng": rngs,
+            "step": step,
+            # Named extra states (the scalar stream's interval sums and history: a resume
+            # mid-interval writes the same means; other features add theirs here).
+            "extra": {"diagnostics": diag.state_dict()},
+            "health": monitor.state_dict(),
+        }
+        common.save_checkpoint(
+            run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
+        )
+    distributed.barrier(info)  # rank 0's save is durable before any rank goes on or exits
+
+
+@dataclass
+class GanStep:
+    """One training step's updates: MSE pretraining, or n_critic critic steps with gradient
+    penalty and one generator step. Every loss goes into the scalar stream (``report``);
+    ``guard(step, what, loss, module)`` stops the run before a non-finite update is applied."""
+
+    nets: Nets
+    batches: Batches
+    report: Callable
+    balance: GanBalance
+    guard: Callable
+    factor: int
+    n_critic: int
+    lambda_gp: float
+    ema_decay: float
+    content_weight: float
+    content_loss: str
+
+    def pretrain(self, step: int) -> None:
+        """A generator-only MSE step."""
+        n = self.nets
+        x, y = self.batches.next_on_device()
+        loss_g = torch.nn.functional.mse_loss(n.G_fw(x), y)
+        n.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.guard(step, "G", loss_g, n.G)
+        n.opt_g.step()
+        ema_update(n.G_ema, n.G, self.ema_decay)
+        self.report(tags.LOSS_G_MSE, loss_g)
+
+    def adversarial(self, step: int) -> None:
+        """``n_critic`` critic steps, then one generator step."""
+        n, f = self.nets, self.factor
+        for _ in range(self.n_critic):
+            x, y = self.batches.next_on_device()
+            up = upsample(x, f)
+            with torch.no_grad():
+                fake = n.G_fw(x)
+            s_real, s_fake = n.D_fw(y, up), n.D_fw(fake, up)
+            gp = gradient_penalty(n.D_fw, y, fake, up)
+            loss_d = critic_loss(s_real, s_fake) + self.lambda_gp * gp
+            n.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.guard(step, "D", loss_d, n.D)
+            self.balance.update(s_real, s_fake)
+            self.balance.update_grad_norm("D", n.D.parameters())
+            n.opt_d.step()
+        self.report(tags.LOSS_D, loss_d)  # the last critic step of this step
+        self.report(tags.LOSS_GP, gp)
+        x, y = self.batches.next_on_device()
+        fake = n.G_fw(x)
+        adv = generator_loss(n.D_fw(fake, upsample(x, f)))
+        loss_g = adv
+        if self.content_weight > 0:
+            content = content_loss(fake, y, self.content_loss)
+            loss_g = adv + self.content_weight * content
+            self.report(tags.LOSS_G_CONTENT, content)
+        n.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.guard(step, "G", loss_g, n.G)
+        self.balance.update_grad_norm("G", n.G.parameters())
+        n.opt_g.step()
+        ema_update(n.G_ema, n.G, self.ema_decay)
+        self.report(tags.LOSS_G, adv)
+        self.report(tags.LOSS_MSE, torch.nn.functional.mse_loss(fake.detach(), y))
+
+
+def restore(state: dict, nets: Nets, stream: BatchStream, info) -> None:
+    """Networks, optimizers, data order and this rank's RNG streams from a checkpoint."""
+    nets.load_state_dict(state)
+    stream.load(state["data"])
+    if len(state["rng"]) != info.world:
+        raise common.RunError(
+            f"the checkpoint was written by {len(state['rng'])} ranks; this run has {info.world}"
+        )
+    common.set_rng_state(state["rng"][info.rank])
+
+
+def snapshot_meta(run_dir: Path, data_dir, scaler, probes: Probes, diag: Diagnostics) -> dict:
+    """What videos and notebooks need to read the GAN's snapshots."""
+    return diag.snapshot_meta() | {
+        "kind": "gan",
+        "variables": probes.variables,
+        "radii_km": probes.radii,
+        "clim": probes.clim,
+        "diff_lim": 0.25,
+        "run_name": run_dir.name,
+        "overrides": _overrides(run_dir),
+        "probe_windows": [list(w) for w in probes.windows],  # (time index, r0, lat0, lon0)
+        "data_dir": str(data_dir),
+        "scaling": scaler.to_dict(),
+    }
+
+
 def train(cfg: DictConfig, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """Train the GAN into ``out_dir`` (or continue the run named by ``cfg.resume``); a signal
     from the very start (data generation included) ends it saved, with exit code 75."""
@@ -416,432 +598,152 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     checkpoints. Returns a summary dict (also written to ``summary.json``).
     """
     check_config(cfg)
-    common.set_threads(cfg.threads)
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
-    common.check_seed(cfg.seed)
     info, device = distributed.init(cfg.device)
-    cfg, run_dir, lock = common.open_run(
+    cfg, run_dir, lock = common.start_run(
         cfg, out_dir, "gan", mutable=GAN_RESUME_MUTABLE, overrides=overrides, is_main=info.is_main
     )
-    if info.is_main:
-        common.write_summary(run_dir, {"status": "running", "pid": os.getpid()})
     data_dir, train_ds, probe_src, scaler, coords, _ = load_data(cfg, run_dir, write=info.is_main)
-    variables = list(cfg.data.variables)
-    n_var = len(variables)
-
     common.seed_everything(int(cfg.seed) + info.rank)
-    G, D = build_models(cfg, n_var, device)
-    G_fw, D_fw = G, D  # what the loop calls: DDP wrappers under torchrun
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    nets = make_nets(cfg, len(cfg.data.variables), device, info)
+    stream = BatchStream(len(train_ds), int(cfg.train.batch_size), info, int(cfg.seed))
+    start, state = common.resume_state(run_dir, device, GAN_CKPT_KEYS)
+    if state:
+        restore(state, nets, stream, info)
 
-        ids = [device.index] if device.type == "cuda" else None
-        G_fw, D_fw = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
-    betas = tuple(float(b) for b in cfg.train.betas)
-    opt_g = torch.optim.Adam(G.parameters(), lr=float(cfg.train.lr_g), betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=float(cfg.train.lr_d), betas=betas)
-    # Generator EMA (used for probes, skill and evaluation) and the frozen MSE-pretrained copy
-    # (the regression baseline of skill/*_regression), both plain copies of G.
-    G_ema = copy.deepcopy(G).requires_grad_(False) if float(cfg.train.ema_decay) > 0 else None
-    G_eval = G_ema if G_ema is not None else G
-    G_reg = None
-    # A resumed run gets the adversarial lr back from opt_g's saved param_groups.
-    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
-    B = int(cfg.train.batch_size)
-    stream = BatchStream(len(train_ds), B, info, int(cfg.seed))
-
-    start, extra = 0, {}
-    found = common.load_latest_checkpoint(run_dir, map_location=device, required=GAN_CKPT_KEYS)
-    if found is not None:
-        ckpt, state = found
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_G"])
-        opt_d.load_state_dict(state["opt_D"])
-        stream.load(state["data"])
-        if G_ema is not None and "G_ema" in state:
-            G_ema.load_state_dict(state["G_ema"])
-        if state.get("G_regression") is not None:
-            G_reg = copy.deepcopy(G).requires_grad_(False)
-            G_reg.load_state_dict(state["G_regression"])
-        rngs = state["rng"]
-        if len(rngs) != info.world:
-            raise ValueError(f"{ckpt} was written by {len(rngs)} ranks; this run has {info.world}")
-        common.set_rng_state(rngs[info.rank])
-        start = int(state["step"])
-        extra = state.get("extra", {})
-        log.info("resuming from %s at step %d", ckpt, start)
-
-    # Fixed, seeded probe samples: the same crops (and the same noise) at every write.
-    probe_x, probe_y, windows = probe_src.probe_samples(
-        int(cfg.log.n_probe), seed=int(cfg.log.probe_seed)
-    )
-    probe_x, probe_y = probe_x.to(device), probe_y.to(device)
-    r_mid = probe_y.shape[2] // 2
-    radii = [float(coords["r"][w[1] + r_mid]) for w in windows]
-    clim = {v: [0.0, 1.0] for v in variables}
-    # Skill crops: fixed validation windows (files disjoint from training when val files exist).
-    skill_x, skill_y, _ = probe_src.probe_samples(
-        int(cfg.log.n_skill), seed=int(cfg.log.probe_seed) + 2
-    )
-    skill_y = skill_y.to(device)
-    skill_up = upsample(skill_x.to(device), int(cfg.data.factor))
-    last_skill: dict = {}  # min-max scaled: [0, 1] over the training set
-
+    n_steps, pretrain = int(cfg.train.steps), int(cfg.train.pretrain_steps)
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
+    models, optimizers = {"G": nets.G, "D": nets.D}, {"G": nets.opt_g, "D": nets.opt_d}
     diag = Diagnostics(
-        {"G": G, "D": D}, {"G": opt_g, "D": opt_d}, writer, cfg.diagnostics, start_step=start + 1
+        models,
+        optimizers,
+        writer,
+        cfg.diagnostics,
+        periods={"physics": int(cfg.log.physics_every)},
+        total_steps=n_steps,
     )
+    diag.load_state_dict(state.get("extra", {}).get("diagnostics", {"step": start}))
     snaps = SnapshotWriter(run_dir, rank=info.rank)
-    snaps.write_meta(
-        diag.snapshot_meta()
-        | {
-            "kind": "gan",
-            "variables": variables,
-            "radii_km": radii,
-            "clim": clim,
-            "diff_lim": 0.25,
-            "run_name": run_dir.name,
-            "overrides": _overrides(run_dir),
-            "probe_windows": [list(w) for w in windows],  # (time index, r0, lat0, lon0)
-            "data_dir": str(data_dir),
-            "scaling": scaler.to_dict(),
-        }
-    )
-
-    # Embeddings: the critic's pooled features of fixed validation crops, thumbnails = slices.
-    emb_x, emb_y, emb_windows = probe_src.probe_samples(
-        int(cfg.embed.n_items), seed=int(cfg.log.probe_seed) + 1
-    )
-    embedder = EmbeddingLogger(writer, run_dir, "D", cfg.embed) if cfg.embed.enabled else None
+    probes = make_probes(cfg, probe_src, coords, scaler, nets, writer, diag.scalars, snaps, device)
+    snaps.write_meta(snapshot_meta(run_dir, data_dir, scaler, probes, diag))
     weight_imgs = (
-        WeightImages({"G": G, "D": D}, writer, deltas=bool(cfg.log.weight_deltas))
+        WeightImages(models, writer, deltas=bool(cfg.log.weight_deltas))
         if cfg.log.weight_images
         else None
     )
-
-    balance = GanBalance()
-    if start and "balance" in extra:
-        common.load_accumulator_state(balance, extra["balance"])
-    values = ValueDistribution(variables, lo=-0.25, hi=1.25)  # scaled units: [0, 1] is the data
     monitor = HealthMonitor(
         cfg.health,
         writer if info.is_main else None,
         run_dir if info.is_main else None,
-        total_steps=int(cfg.train.steps),
+        total_steps=n_steps,
     )
-    if found is not None and "health" in found[1]:
-        monitor.load_state_dict(found[1]["health"])
-
+    if "health" in state:
+        monitor.load_state_dict(state["health"])
+    batches = Batches(
+        train_ds,
+        stream,
+        int(cfg.data.n_workers),
+        int(cfg.data.prefetch),
+        device=device,
+        fixed_input=bool(cfg.train.fixed_input),
+    )
+    balance = GanBalance(diag.scalars)
+    gan_step = GanStep(
+        nets,
+        batches,
+        diag.report,
+        balance,
+        functools.partial(guard, info=info, run_dir=run_dir, monitor=monitor),
+        factor=int(cfg.data.factor),
+        n_critic=int(cfg.train.n_critic),
+        lambda_gp=float(cfg.train.lambda_gp),
+        ema_decay=float(cfg.train.ema_decay),
+        content_weight=float(cfg.train.content_weight),
+        content_loss=str(cfg.train.content_loss),
+    )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.amp == "bf16" and device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
-    meter = Meter()
-    if start and "meter" in extra:  # a resume mid-interval: the first means match a straight run
-        common.load_accumulator_state(meter, extra["meter"])
-    n_critic, lam, f = int(cfg.train.n_critic), float(cfg.train.lambda_gp), int(cfg.data.factor)
-    n_steps = int(cfg.train.steps)
-    fixed = None
-    batches = Batches(train_ds, stream, int(cfg.data.n_workers), int(cfg.data.prefetch))
-
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal fixed
-        if cfg.train.fixed_input and fixed is not None:
-            return fixed
-        x, y = batches.next()
-        out = x.to(device), y.to(device)
-        if cfg.train.fixed_input:
-            fixed = out
-        return out
-
-    def guard(step: int, what: str, loss: torch.Tensor, module: torch.nn.Module) -> None:
-        # The one deliberate host sync per optimizer step (agreed across ranks): a non-finite
-        # update is never applied, and every rank stops together.
-        if distributed.all_ranks_true(all_finite(loss, module.parameters()), info):
-            return
-        msg = nonfinite_report({f"loss/{what}": loss, **named_grads(module, what)}, step=step)
-        msg += f" Last good checkpoint: {common.latest_checkpoint(run_dir)}"
-        monitor.report_nonfinite(step, msg)
-        raise StopTraining(msg)
-
-    def checkpoint(step: int) -> None:
-        rngs = [common.rng_state()]
-        if info.enabled:
-            rngs = [None] * info.world
-            torch.distributed.all_gather_object(rngs, common.rng_state())
-        if not info.is_main:
-            distributed.barrier(info)  # rank 0's save is durable before any rank goes on or exits
-            return
-        state = {
-            "G": G.state_dict(),
-            "D": D.state_dict(),
-            "opt_G": opt_g.state_dict(),
-            "opt_D": opt_d.state_dict(),
-            "data": stream.state(),
-            "rng": rngs,
-            "step": step,
-            # Named extra states (interval accumulators; other features add theirs here).
-            "extra": {
-                "meter": common.accumulator_state(meter, "sums", "counts"),
-                "balance": common.accumulator_state(balance, "_sums", "_counts"),
-            },
-            "health": monitor.state_dict(),
-        }
-        if G_ema is not None:
-            state["G_ema"] = G_ema.state_dict()
-        state["G_regression"] = None if G_reg is None else G_reg.state_dict()
-        common.save_checkpoint(
-            run_dir / "checkpoints", step, state, n_keep=int(cfg.checkpoint.n_keep)
-        )
-        distributed.barrier(info)
-
-    def generate_probe(n_draws: int) -> torch.Tensor:
-        """(K, B, V, ...) generator draws on the fixed probe inputs: the same noise every time."""
-        with probe_mode(G_eval, seed=int(cfg.log.probe_seed)):
-            return torch.stack([G_eval(probe_x) for _ in range(n_draws)])
-
-    def probe_pass() -> dict[str, torch.Tensor]:
-        fake = generate_probe(1)[0]
-        up = upsample(probe_x, f)
-        return {
-            k: take_slices(v, r_mid).float()
-            for k, v in {"input_up": up, "fake": fake, "truth": probe_y}.items()
-        }
-
-    def write_physics(step: int) -> None:
-        """Spectra and value distributions of the fixed probe samples."""
-        fake = generate_probe(1)[0]
-        up = upsample(probe_x, f)
-        spec = log_spectra(writer, step, variables, probe_y, fake, up)
-        # The lat-lon planes of the same volumes as 2D fields (each radius one more sample).
-        log_spectra(writer, step, variables, probe_y, fake, up, spatial_dims=2, tag="spectrum2d")
-        values.update(probe_y, fake)
-        value_scalars = values.write(writer, step)
-        values.reset()
-        monitor.record(step, spec | value_scalars)
-
-    def write_skill(step: int) -> None:
-        """skill/* scalars and figure: generator (EMA if on) vs trilinear (and regression)."""
-        nonlocal last_skill
-        preds = []
-        for model in (G_eval, G_reg):
-            if model is None:
-                preds.append(None)
-                continue
-            with probe_mode(model, seed=int(cfg.log.probe_seed)):
-                preds.append(predict(model, skill_x, B, device))
-        vals = log_skill(writer, step, variables, skill_y, preds[0], skill_up, preds[1])
-        last_skill = summary_dict(step, variables, vals)
-        monitor.record(step, vals)
-
-    def write_embeddings(step: int) -> None:
-        feats = []
-        for i in range(0, len(emb_x), B):
-            x, y = emb_x[i : i + B].to(device), emb_y[i : i + B].to(device)
-            feats.append(layer_features(D, cfg.embed.layer, y, upsample(x, f)))
-        thumbs = emb_y[
-            :, 0, emb_y.shape[2] // 2
-        ]  # (N, lat, lon): first variable at the middle radius
-        w = np.asarray(emb_windows)
-        embedder.log(
-            step,
-            torch.cat(feats),
-            thumbs,
-            coords={"time_index": w[:, 0], "r0": w[:, 1], "lat0": w[:, 2], "lon0": w[:, 3]},
-            attrs={
-                "source": f"critic layer {cfg.embed.layer!r}, mean-pooled",
-                "thumbnail": f"{variables[0]} at the crop's middle radius",
-            },
-        )
-
-    def write_slices(step: int) -> None:
-        with writer.cost("slices"):
-            s = {k: v.cpu().numpy() for k, v in probe_pass().items()}
-            for i in range(len(probe_x)):
-                img = slice_panel(
-                    s["input_up"][i],
-                    s["fake"][i],
-                    s["truth"][i],
-                    variables,
-                    radii[i],
-                    clim,
-                    scaling=physical_ranges(scaler.to_dict()),
-                )
-                writer.image(f"slices/G/probe{i}", img, step)
-
-    def snapshot(step: int) -> None:
-        arrays = {f"probe/{k}": v for k, v in probe_pass().items()}
-        arrays |= {f"weights/G/{n}": p for n, p in G.state_dict().items()}
-        arrays |= {f"weights/D/{n}": p for n, p in D.state_dict().items()}
-        arrays |= {f"scalar/{k}": v for k, v in last_scalars.items()}
-        snaps.write(step, arrays | diag.snapshot_arrays())
-
-    def critic_step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        up = upsample(x, f)
-        with torch.no_grad():
-            fake = G_fw(x)
-        s_real, s_fake = D_fw(y, up), D_fw(fake, up)
-        gp = gradient_penalty(D_fw, y, fake, up)
-        loss_d = critic_loss(s_real, s_fake) + lam * gp
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        guard(step, "D", loss_d, D)
-        balance.update(s_real, s_fake)
-        balance.update_grad_norm("D", D.parameters())
-        opt_d.step()
-        return {"loss/D": loss_d, "loss/gp": gp}
-
-    if embedder is not None and start == 0:
-        write_embeddings(0)
-    t0, step = time.perf_counter(), start
-    status, exit_code = "completed", 0
-    last_scalars: dict[str, float] = {}
-    pbar = tqdm(
-        total=n_steps,
-        initial=start,
-        desc="train_gan",
-        unit="step",
-        disable=None if info.is_main else True,
-    )
+    lr_g_adv = None if cfg.train.lr_g_adv is None else float(cfg.train.lr_g_adv)
     self_signal = cfg.preempt.self_signal_step
-    early = distributed.any_rank_true(preempt.requested, info)  # a signal during set-up
-    if early:
-        status, exit_code = "preempted", common.EXIT_PREEMPTED
+
+    if probes.embedder is not None and start == 0:
+        probes.write_embeddings(0)
+    run = common.Outcome(start)
+    if distributed.any_rank_true(preempt.requested, info):  # a signal during set-up
+        run.preempted()
+    pbar = tqdm(total=n_steps, initial=start, desc="train_gan", unit="step", disable=None if info.is_main else True)  # fmt: skip
     try:
-        with diag:
+        with run.guard(run_dir, info.is_main), diag:
             if start == 0:  # a step-0 frame: every video starts from the untrained model
-                with writer.cost("snapshots"):
-                    snapshot(0)
-            for step in range(start + 1, n_steps + 1 if not early else start + 1):
-                G.train()
-                D.train()
+                probes.snapshot(0, {}, diag.snapshot_arrays())
+            for step in run.steps(n_steps):
+                nets.G.train()
+                nets.D.train()
                 with autocast:
-                    if step <= int(cfg.train.pretrain_steps):
-                        x, y = batch()
-                        loss_g = torch.nn.functional.mse_loss(G_fw(x), y)
-                        opt_g.zero_grad(set_to_none=True)
-                        loss_g.backward()
-                        guard(step, "G", loss_g, G)
-                        opt_g.step()
-                        ema_update(G_ema, G, float(cfg.train.ema_decay))
-                        meter.add("loss/G_mse", loss_g)
-                        if step == int(cfg.train.pretrain_steps) and cfg.log.skill_regression:
-                            G_reg = copy.deepcopy(G_eval).requires_grad_(False)
+                    if step <= pretrain:
+                        gan_step.pretrain(step)
+                        if step == pretrain and cfg.log.skill_regression:
+                            nets.G_reg = copy.deepcopy(nets.G_eval).requires_grad_(False)
+                            probes.G_reg = nets.G_reg
                     else:
-                        if step == int(cfg.train.pretrain_steps) + 1 and lr_g_adv is not None:
-                            for group in opt_g.param_groups:  # pretraining's lr ends here
+                        if step == pretrain + 1 and lr_g_adv is not None:
+                            for group in nets.opt_g.param_groups:  # pretraining's lr ends here
                                 group["lr"] = lr_g_adv
-                        for _ in range(n_critic):
-                            c = critic_step(*batch())
-                        meter.add("loss/D", c["loss/D"])
-                        meter.add("loss/gp", c["loss/gp"])
-                        x, y = batch()
-                        fake = G_fw(x)
-                        adv = generator_loss(D_fw(fake, upsample(x, f)))
-                        loss_g = adv
-                        if float(cfg.train.content_weight) > 0:
-                            content = content_loss(fake, y, cfg.train.content_loss)
-                            loss_g = adv + float(cfg.train.content_weight) * content
-                            meter.add("loss/G_content", content)
-                        opt_g.zero_grad(set_to_none=True)
-                        loss_g.backward()
-                        guard(step, "G", loss_g, G)
-                        balance.update_grad_norm("G", G.parameters())
-                        opt_g.step()
-                        ema_update(G_ema, G, float(cfg.train.ema_decay))
-                        meter.add("loss/G", adv)
-                        meter.add("loss/mse", torch.nn.functional.mse_loss(fake.detach(), y))
-                diag.step(step)
+                        gan_step.adversarial(step)
                 pbar.update(1)
 
-                if step % int(cfg.log.slices_every) == 0 or step == n_steps:
-                    write_slices(step)
+                # Probe writes, then the one scalar write of the step (health reads its history).
+                if diag.due(int(cfg.log.slices_every), step):
+                    probes.write_slices(step)
                     if weight_imgs is not None:
                         weight_imgs.write(step)
-                if step % int(cfg.log.physics_every) == 0 or step == n_steps:
-                    write_physics(step)
-                    write_skill(step)
-                if embedder is not None and embedder.due(step, last=step == n_steps):
-                    write_embeddings(step)
-                if step % int(cfg.log.every) == 0 or step == n_steps:
-                    with writer.cost("scalars"):
-                        # Diversity is cheap (a few generator passes on the probes): every write,
-                        # so mode collapse shows within two writes.
-                        balance.update_diversity(generate_probe(int(cfg.log.n_noise_draws)))
-                        vals = meter.means() | host(balance.compute())
-                        balance.reset()
-                        rate = (step - start) / (time.perf_counter() - t0)
-                        writer.scalars(vals | {"perf/steps_per_s": rate}, step)
-                    last_scalars.update(vals)
+                if diag.due("physics", step):
+                    probes.write_physics(step)
+                    probes.write_skill(step)
+                if probes.embedder is not None and probes.embedder.due(step, last=step == n_steps):
+                    probes.write_embeddings(step)
+                if diag.due("scalars", step):
+                    # Diversity is cheap (a few generator passes on the probes): every write,
+                    # so mode collapse shows within two writes.
+                    balance.update_diversity(probes.generate(int(cfg.log.n_noise_draws)))
+                    diag.report(tags.STEPS_PER_S, run.steps_per_s())
+                if diag.step(step):
                     with writer.cost("health"):
-                        monitor.record(step, vals)
                         monitor.update(step, diag.history)
                     if distributed.any_rank_true(monitor.should_stop, info):
                         raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
-                    pbar.set_postfix(
-                        {k[5:]: f"{v:.3g}" for k, v in vals.items() if k.startswith("loss/")}
-                    )
-                    log.info(
-                        "step %d %s (%.2f steps/s)",
-                        step,
-                        " ".join(f"{k}={v:.4g}" for k, v in vals.items()),
-                        rate,
-                    )
+                    losses = {k: v for k, v in diag.last.items() if k.startswith("loss/")}
+                    pbar.set_postfix({k[5:]: f"{v:.3g}" for k, v in losses.items()})
+                    log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))  # fmt: skip
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
                 stop = distributed.any_rank_true(preempt.requested, info)
-                if step % int(cfg.snapshot.every) == 0 or step == n_steps or stop:
-                    with writer.cost("snapshots"):
-                        snapshot(step)
-                if step % int(cfg.checkpoint.every) == 0 or step == n_steps or stop:
+                if diag.due(int(cfg.snapshot.every), step) or stop:
+                    probes.snapshot(step, _latest(diag.history), diag.snapshot_arrays())
+                if diag.due(int(cfg.checkpoint.every), step) or stop:
                     with writer.cost("checkpoints"):
-                        checkpoint(step)
+                        save_checkpoint(cfg, run_dir, step, info, nets, stream, diag, monitor)
                 if stop:
-                    status, exit_code = "preempted", common.EXIT_PREEMPTED
-                    log.warning(
-                        "%s received: saved step %d in %s; exiting with code %d (rerun to resume)",
-                        cfg.preempt.signal,
-                        step,
-                        run_dir,
-                        exit_code,
-                    )
+                    run.preempted()
+                    common.log_preempted(preempt, step, run_dir, run.exit_code)
                     break
-    except StopTraining:
-        status, exit_code = "stopped", 3
-        raise
-    except BaseException:
-        status, exit_code = "failed", 1
-        raise
     finally:
-        if info.is_main and status in ("stopped", "failed"):
-            common.write_summary(run_dir, {"status": status, "exit_code": exit_code, "step": step})
-        pbar.close()
-        verdict = monitor.finish(step)
-        writer.text("run/status", f"{status} at step {step}", step)
-        log.info("diagnostics cost:\n%s", writer.cost_report())
-        writer.close()
+        verdict = common.end_run(run, monitor=monitor, writer=writer, pbar=pbar, lock=lock)
         distributed.cleanup(info)
-        if lock is not None:
-            lock.release()
 
-    summary = {
-        "status": status,
-        "exit_code": exit_code,
-        "step": step,
-        "run_dir": str(run_dir),
-        "steps_per_s": (step - start) / max(time.perf_counter() - t0, 1e-9),
-        "health": verdict,
-        "skill": last_skill,
-        "preempt": {"signal": preempt.received_name, "step": step}
-        if status == "preempted"
-        else None,
-    }
+    summary = run.summary(run_dir, preempt, health=verdict, skill=probes.last_skill)
     if info.is_main:
         common.write_summary(run_dir, summary)
     log.info("done: %s", summary)
     return summary
+
+
+def _latest(history: dict) -> dict[str, float]:
+    """The latest written loss/* and gan/* values (a snapshot's ``scalar/*`` arrays)."""
+    return {t: v[-1][1] for t, v in history.items() if v and t.startswith(("loss/", "gan/"))}
 
 
 def _overrides(run_dir: Path) -> list[str]:
@@ -863,11 +765,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    common.run_main(
-        lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)),
-        bad_input=(mantle.DataError, ValueError, FileNotFoundError),
-        stopped=(StopTraining,),
-    )
+    common.run_main(lambda: train(cfg, hc.runtime.output_dir, list(hc.overrides.task)))
 
 
 if __name__ == "__main__":

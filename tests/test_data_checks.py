@@ -230,7 +230,7 @@ def test_workers_deliver_the_stream_order_and_keep_its_state(tmp_path):
 def test_lazy_resume_with_workers_is_exact(tmp_path):
     d = tmp_path / "d"
     synthetic.write_set(d, 3, shape=SHAPE)
-    ov = ["data.lazy=true", "data.n_workers=1", "checkpoint.every=2", "log.every=1"]
+    ov = ["data.lazy=true", "data.n_workers=1", "checkpoint.every=2", "diagnostics.every=1"]
     torch.use_deterministic_algorithms(True)
     try:
         a, b = tmp_path / "a", tmp_path / "b"

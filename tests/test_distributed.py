@@ -18,17 +18,26 @@ from diagnostics import Diagnostics, Writer
 KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
 
 
-def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
+def _init(rank: int, world: int, port: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _identity_ddp() -> DDP:
+    """A DDP-wrapped 1 -> 1 linear layer with weight 1 and bias 0 (the identity)."""
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.zero_()
+    return DDP(nn.Sequential(lin))
+
+
+def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
+    _init(rank, world, port)
     try:
-        lin = nn.Linear(1, 1)
-        with torch.no_grad():
-            lin.weight.fill_(1.0)
-            lin.bias.zero_()
-        model = DDP(nn.Sequential(lin))
+        model = _identity_ddp()
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         writer = Writer(run_dir, rank=rank)
         # Rank 0 sees 0.1 three times, rank 1 sees 9.0 five times (identity layer, lr 0).
@@ -73,3 +82,54 @@ def test_histograms_summed_across_ranks_and_one_event_file(tmp_path):
     hist0 = json.loads((tmp_path / "history0.json").read_text())
     hist1 = json.loads((tmp_path / "history1.json").read_text())
     assert hist0 == hist1 and hist0["act/M/0/mean"][0][1] == pytest.approx(5.6625, rel=1e-6)
+
+
+def _stream_worker(rank: int, world: int, run_dir: str, port: int) -> None:
+    _init(rank, world, port)
+    try:
+        from diagnostics.gan import GanBalance
+
+        model = _identity_ddp()
+        writer = Writer(run_dir, rank=rank)
+        cfg = {"every": 2, "record_every": 1, "weights": {"enabled": False}}
+        diag = Diagnostics({"M": model}, None, writer, cfg, total_steps=2)
+        balance = GanBalance(diag.scalars)
+        # Each rank reports its own known values: loss/D 1 + rank per step (device tensor),
+        # perf/x = 10 * rank (a float), critic scores 2 + 4 * rank on real and 0 on fake,
+        # activations 1 + rank (identity layer).
+        with diag:
+            for step in (1, 2):
+                model(torch.full((4, 1), 1.0 + rank)).sum().backward()
+                diag.report("loss/D", torch.tensor(1.0 + rank))
+                diag.report("perf/x", 10.0 * rank)
+                balance.update(torch.full((2,), 2.0 + 4 * rank), torch.zeros(2))
+                diag.step(step)
+        writer.close()
+        with open(os.path.join(run_dir, f"stream{rank}.json"), "w") as f:
+            json.dump(diag.history, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_every_scalar_family_is_reduced_across_ranks(tmp_path):
+    mp.spawn(_stream_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
+    ea = EventAccumulator(str(tmp_path), size_guidance=KEEP_ALL)
+    ea.Reload()
+    want = {
+        "loss/D": (1.0 + 2.0) / 2,  # ranks report 1 and 2
+        "perf/x": (0.0 + 10.0) / 2,
+        "gan/score_real": (2.0 + 6.0) / 2,
+        "gan/score_fake": 0.0,
+        "gan/gap": (2.0 + 6.0) / 2,
+        "gan/real_positive": 1.0,
+        "act/M/0/mean": (1.0 + 2.0) / 2,  # 4 values of 1 on rank 0, 4 of 2 on rank 1
+    }
+    for tag, v in want.items():
+        events = ea.Scalars(tag)
+        assert [e.step for e in events] == [2], tag  # one write, at step 2
+        assert events[0].value == pytest.approx(v, rel=1e-6), tag
+    # Every rank holds the same, reduced history (what its health checks read).
+    h0 = json.loads((tmp_path / "stream0.json").read_text())
+    h1 = json.loads((tmp_path / "stream1.json").read_text())
+    assert h0 == h1 and h0["loss/D"] == [[2, 1.5]]

@@ -30,7 +30,7 @@ def cli(script, out_root, *overrides, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     base = [f"out_root={out_root}"]
     if script == GAN:
-        base += ["+exp=small", *TINY, "log.every=1", "embed.enabled=false"]
+        base += ["+exp=small", *TINY, "diagnostics.every=1", "embed.enabled=false"]
     out = subprocess.run(
         [sys.executable, script, *base, *overrides],
         capture_output=True,
@@ -153,7 +153,7 @@ def test_cli_resume_other_scripts_run_exit_2(tmp_path):
     before = sorted(p.name for p in run.rglob("*"))
     out = cli(AE, tmp_path / "o", f"resume={run}")
     assert out.returncode == 2 and "gan script" in out.stderr
-    assert sorted(p.name for p in run.rglob("*")) == before  # no .hydra, no scaling.json
+    assert sorted(p.name for p in run.rglob("*")) == before  # no .hydra, no normalisation.json
 
 
 @pytest.mark.parametrize(
@@ -340,7 +340,7 @@ def test_gan_interval_means_after_mid_interval_preemption_equal_straight_run(tmp
     and 8 equal those of an uninterrupted run (the interval sums travel in the checkpoint)."""
     from tests.gan_helpers import events
 
-    common_args = ["log.every=4", "checkpoint.every=100", "train.steps=8"]
+    common_args = ["diagnostics.every=4", "checkpoint.every=100", "train.steps=8"]
     straight = cli(GAN, tmp_path / "a", "run_name=s", *common_args)
     assert straight.returncode == 0, straight.stderr[-2000:]
     pre = cli(GAN, tmp_path / "b", "run_name=s", *common_args, "preempt.self_signal_step=3")
@@ -354,3 +354,35 @@ def test_gan_interval_means_after_mid_interval_preemption_equal_straight_run(tmp
         va = [(e.step, e.value) for e in a.Scalars(tag)]
         vb = [(e.step, e.value) for e in b.Scalars(tag)]
         assert [s for s, _ in va] == [4, 8] and va == vb, tag
+
+
+def test_exit_codes_come_from_explicit_error_types(monkeypatch):
+    """Bad input raised on purpose is exit 2 in one line; a bare ValueError from inside
+    training is a bug and keeps its traceback (it propagates; Hydra exits 1)."""
+    from experiments.data.errors import DataError, MissingFileError
+    from experiments.schema import ConfigError
+
+    monkeypatch.delenv(common.EXIT_DIR_ENV, raising=False)
+
+    def raising(e):
+        def fn():
+            raise e
+
+        return fn
+
+    for err, code in [
+        (ConfigError("train.steps=0"), common.EXIT_BAD_INPUT),
+        (DataError("bad file"), common.EXIT_BAD_INPUT),
+        (MissingFileError("x.nc not found"), common.EXIT_BAD_INPUT),
+        (common.RunError("locked"), common.EXIT_BAD_INPUT),
+        (common.StopTraining("nan"), common.EXIT_STOPPED),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            common.run_main(raising(err))
+        assert e.value.code == code, err
+    with pytest.raises(SystemExit) as e:
+        common.run_main(lambda: {"exit_code": common.EXIT_PREEMPTED})
+    assert e.value.code == common.EXIT_PREEMPTED
+    for bug in (ValueError("shape mismatch inside training"), KeyError("oops")):
+        with pytest.raises(type(bug)):
+            common.run_main(raising(bug))

@@ -122,12 +122,17 @@ def test_nan_counts_and_recorded_scalars_fire_nonfinite():
     s["grad/G/nan_count"] = [0, 0, 3, 0]
     _, first = run_stream(s)
     assert first == {"nonfinite": 30}
+    # Losses reach health through the one scalar stream: reported, written, in diag.history.
+    from diagnostics.core import Diagnostics
+
     mon = HealthMonitor(None)
-    mon.record(10, {"loss/D": torch.tensor(-1.0), "gan/gap": 0.5})
-    assert mon.update(10, {})["nonfinite"] is False
-    mon.record(20, {"loss/D": torch.tensor(float("inf")), "gan/gap": 0.5})
-    assert mon.update(20, {})["nonfinite"] is True
-    assert mon.extra["loss/D"][0] == (10, -1.0)
+    diag = Diagnostics({"m": torch.nn.Linear(1, 1)}, cfg={"enabled": False, "every": 10})
+    for step in range(1, 21):
+        diag.report("loss/D", torch.tensor(-1.0 if step <= 10 else float("inf")))
+        diag.report("gan/gap", 0.5)
+        if diag.step(step):
+            assert mon.update(step, diag.history)["nonfinite"] is (step == 20)
+    assert diag.history["loss/D"][0] == (10, -1.0)
 
 
 def test_critic_overpowering_runaway_loss_and_vanishing_generator_grads():

@@ -30,7 +30,6 @@ AE_OVERRIDES = [
 ]
 GAN_OVERRIDES = [
     "train.steps=4",
-    "log.every=2",
     "log.slices_every=2",
     "snapshot.every=2",
     "checkpoint.every=4",

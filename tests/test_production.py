@@ -42,7 +42,7 @@ def run_cli(cache_dir, out_root, *overrides, timeout=300):
         f"out_root={out_root}",
         "diagnostics.every=1",
         "diagnostics.record_every=1",
-        "log.every=1",
+        "diagnostics.every=1",
         *overrides,
     ]
     return subprocess.run(

@@ -52,3 +52,19 @@ def test_slice_panel_colour_bar_reads_in_physical_units():
     lut = colormap_lut(CMAPS["field"])
     assert np.abs(panel[y, 3 + 4].astype(int) - lut[0]).max() <= 12
     assert np.abs(panel[y, 3 + 59].astype(int) - lut[-1]).max() <= 12
+
+
+def test_colorful_dimension_is_drawn_one_way_in_tensorboard_and_video():
+    from diagnostics.activations import colorful_image
+    from diagnostics.video import colordim_image
+
+    cols = np.zeros((42, 3))  # (n_bins, n_writes)
+    cols[0, :] = 1.0  # underflow: the bottom row
+    cols[41, 2] = 99.0  # overflow at the last write: the top row, the colour limit
+    tb = colorful_image(cols)
+    video = colordim_image(cols.T, 2, float(np.log1p(99.0)), width=3 * 8, height=42 * 4)
+    np.testing.assert_array_equal(tb, video)
+    lut = colormap_lut("viridis")
+    np.testing.assert_array_equal(tb[0, -1], lut[-1])  # top right: log1p(99) = vmax
+    np.testing.assert_array_equal(tb[0, 0], lut[0])  # top left: no counts
+    np.testing.assert_array_equal(tb[-1, 0], lut[round(np.log1p(1) / np.log1p(99) * 255)])

@@ -112,7 +112,7 @@ def test_tiling_covers_every_cell():
 STAB = [
     "train.steps=6",
     "train.pretrain_steps=3",
-    "log.every=2",
+    "diagnostics.every=1",
     "log.physics_every=3",
     "train.ema_decay=0.9",
     "train.content_weight=10",

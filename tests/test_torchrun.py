@@ -26,7 +26,7 @@ pytestmark = [
 
 GAN = str(ROOT / "experiments" / "train_gan.py")
 AE = str(ROOT / "experiments" / "train_autoencoder.py")
-GAN_ARGS = ["+exp=small", *TINY, "log.every=1", "embed.enabled=false", "device=cpu"]
+GAN_ARGS = ["+exp=small", *TINY, "diagnostics.every=1", "embed.enabled=false", "device=cpu"]
 
 
 def env(**extra):

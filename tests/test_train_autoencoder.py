@@ -21,10 +21,9 @@ EXPS = sorted(p.stem for p in (CONF / "exp").glob("*.yaml"))
 SHORT = [
     "train.n_epochs=2",
     "train.steps_per_epoch=10",
-    "log.every=5",
     "frames.every=10",
     "checkpoint.every=10",
-    "diagnostics.every=10",
+    "diagnostics.every=5",
     "diagnostics.record_every=5",
 ]
 
@@ -39,7 +38,8 @@ def test_every_exp_config_runs_a_few_steps(exp, tmp_path):
     metrics = train(make_cfg([f"+exp={exp}", *SHORT]), tmp_path)
     acc = events(tmp_path)
     tags = acc.Tags()
-    assert [e.step for e in acc.Scalars("loss/AE/train")] == [5, 10, 15, 20]
+    # step 0: the untrained model, evaluated on the whole training set
+    assert [e.step for e in acc.Scalars("loss/AE/train")] == [0, 5, 10, 15, 20]
     assert [e.step for e in acc.Scalars("loss/AE/val")] == [0, 10, 20]
     frames = acc.Images("frames/AE/summary")
     assert [e.step for e in frames] == [0, 10, 20]
@@ -50,7 +50,7 @@ def test_every_exp_config_runs_a_few_steps(exp, tmp_path):
     assert any(t.startswith("act/AE/") for t in tags["histograms"]), tags["histograms"]
     assert [s for s, _ in list_snapshots(tmp_path)] == [0, 10, 20]
     assert metrics["step"] == 20 and np.isfinite(metrics["val_mse_autoencoder"])
-    assert json.loads((tmp_path / "metrics.json").read_text())[
+    assert json.loads((tmp_path / "summary.json").read_text())[
         "val_mse_climatology"
     ] == pytest.approx(metrics["val_mse_climatology"])
 

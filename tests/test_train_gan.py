@@ -35,7 +35,7 @@ def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
         cache_dir,
         "train.steps=2",
         "train.pretrain_steps=1",
-        "log.every=1",
+        "diagnostics.every=1",
         "log.slices_every=2",
         exp=exp,
     )
@@ -72,7 +72,9 @@ def test_every_exp_config_runs_two_steps(exp, cache_dir, tmp_path):
 
 
 def test_events_scalars_and_slice_images(cache_dir, tmp_path):
-    cfg = gan_cfg(cache_dir, "train.steps=4", "log.every=2", "log.slices_every=2", "log.n_probe=2")
+    cfg = gan_cfg(
+        cache_dir, "train.steps=4", "diagnostics.every=2", "log.slices_every=2", "log.n_probe=2"
+    )
     train(cfg, tmp_path)
     acc = events(tmp_path)
     assert [e.step for e in acc.Scalars("loss/D")] == [2, 4]
@@ -97,7 +99,11 @@ def test_probe_panels_are_fixed_samples(cache_dir, tmp_path):
 
 def test_checkpoint_resume_continues(cache_dir, tmp_path):
     cfg = gan_cfg(
-        cache_dir, "train.steps=4", "checkpoint.every=2", "log.every=1", "checkpoint.n_keep=5"
+        cache_dir,
+        "train.steps=4",
+        "checkpoint.every=2",
+        "diagnostics.every=1",
+        "checkpoint.n_keep=5",
     )
     train(cfg, tmp_path)
     ckpts = common.list_checkpoints(tmp_path / "checkpoints")
@@ -107,7 +113,11 @@ def test_checkpoint_resume_continues(cache_dir, tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
     cfg2 = gan_cfg(
-        cache_dir, "train.steps=6", "checkpoint.every=2", "log.every=1", f"resume={tmp_path}"
+        cache_dir,
+        "train.steps=6",
+        "checkpoint.every=2",
+        "diagnostics.every=1",
+        f"resume={tmp_path}",
     )
     out = train(cfg2, tmp_path / "ignored")
     assert out["step"] == 6
@@ -185,13 +195,13 @@ def test_config_errors_fail_at_start(cache_dir, tmp_path):
     with initialize_config_dir(config_dir=str(GAN_CONF), version_base="1.3"):
         with pytest.raises((ConfigCompositionException, ConfigKeyError), match="no_such_key"):
             compose(config_name="train_gan", overrides=["train.no_such_key=1"])
-    cfg = gan_cfg(cache_dir, "train.steps=many", "train.lr_d=fast", "log.every=0")
+    cfg = gan_cfg(cache_dir, "train.steps=many", "train.lr_d=fast", "diagnostics.every=0")
     with pytest.raises(ValueError) as e:
         train(cfg, tmp_path)
     msg = str(e.value)
     assert "train.steps='many' (expected an integer)" in msg
     assert "train.lr_d='fast' (expected a number)" in msg
-    assert "log.every=0 (expected >= 1)" in msg
+    assert "diagnostics.every=0 (expected >= 1)" in msg
     assert not any(tmp_path.iterdir())  # nothing written before the error
 
 

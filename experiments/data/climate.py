@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.data.errors import DataError
+from experiments.data.errors import DataError, MissingFileError, MissingVariableError
 
 LAT_NAMES = ("lat", "latitude")
 LON_NAMES = ("lon", "longitude")
@@ -33,7 +33,7 @@ def resolve_path(path: str | os.PathLike) -> Path:
         try:
             import iris_sample_data
         except ImportError as e:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{s}: the built-in data needs the package iris-sample-data (pip install iris-sample-data)"
             ) from e
         return Path(iris_sample_data.__file__).parent / "sample_data" / s[len(PACKAGE_PREFIX) :]
@@ -49,7 +49,7 @@ class Normaliser:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.offset) or not np.isfinite(self.scale) or self.scale == 0:
-            raise ValueError(f"normaliser needs a finite offset and non-zero scale, got {self}")
+            raise DataError(f"normaliser needs a finite offset and non-zero scale, got {self}")
 
     def normalise(self, x):
         """Physical units to model units."""
@@ -79,7 +79,7 @@ class Fields:
 def _pick(names: tuple[str, ...], dims: tuple[str, ...], what: str, where: str) -> str:
     found = [d for d in dims if d.lower() in names]
     if len(found) != 1:
-        raise ValueError(
+        raise DataError(
             f"{where}: expected one {what} dimension named {'/'.join(names)}, dims are {dims}"
         )
     return found[0]
@@ -120,12 +120,10 @@ def read_fields(path: str | os.PathLike, variable: str, sample_dim: str | None =
     """
     p = resolve_path(path)
     if not p.is_file():
-        raise FileNotFoundError(
-            f"climate data file not found: {p} (data.paths entry {str(path)!r})"
-        )
+        raise MissingFileError(f"climate data file not found: {p} (data.paths entry {str(path)!r})")
     with _open(p) as ds:
         if variable not in ds.data_vars:
-            raise KeyError(
+            raise MissingVariableError(
                 f"{p}: no variable {variable!r} (data.variable); variables are {sorted(ds.data_vars)}"
             )
         da = ds[variable]
@@ -258,17 +256,17 @@ def load_climate(
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     if not paths:
-        raise ValueError("data.paths is empty")
+        raise DataError("data.paths is empty")
     f = concat_fields([read_fields(p, variable, sample_dim) for p in paths])
     n = f.values.shape[0]
     if val_every < 2 or n < 2:
-        raise ValueError(
+        raise DataError(
             f"need >= 2 fields and val_every >= 2 (got {n} fields, val_every={val_every})"
         )
     is_val = (np.arange(n) % val_every) == val_every - 1
     mask = np.isfinite(f.values).all(axis=0)
     if not mask.any():
-        raise ValueError(
+        raise DataError(
             f"{f.sources}: variable {variable!r} has no grid point valid in every field"
         )
     tr_valid = f.values[~is_val][:, mask]
