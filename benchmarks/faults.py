@@ -532,7 +532,7 @@ def cases(n_seeds: int) -> list[Case]:
         (["preempt.signal=SIGKILL"], {2}, "preempt.signal"),
         (["checkpoint.every=0"], {2}, "checkpoint.every"),
         (["diagnostics.every=0"], {2}, "diagnostics.every"),
-        (["checkpoint.n_keep=-1"], {0, 2}, None),
+        (["checkpoint.n_keep=-1"], {0, 2}, None, False),  # keeps all: may run
     ]
     gan_bad = [
         *common_bad,
@@ -548,10 +548,9 @@ def cases(n_seeds: int) -> list[Case]:
         (["train.n_epochs=-1"], {2}, "n_epochs"),
     ]
     for script, s, table in ((GAN, "gan", gan_bad), (AE, "ae", ae_bad)):
-        for ov, codes, msg in table:
-            out.append(
-                Case("bad_value", f"{s} {' '.join(ov)}", bad_value_case(script, ov, codes, msg))
-            )
+        for ov, codes, msg, *written in table:  # a 4th item False: may run and write
+            fn = bad_value_case(script, ov, codes, msg, *written)
+            out.append(Case("bad_value", f"{s} {' '.join(ov)}", fn))
     out.append(Case("torchrun", "preempted job", torchrun_case("preempt")))
     out.append(Case("torchrun", "killed rank", torchrun_case("killed_rank")))
     return out
