@@ -9,11 +9,11 @@ FPS    ?= 12
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-autoencoder test test-fast lint video evaluate report bench clean-outputs
+.PHONY: help install run run-autoencoder test test-fast lint video notebooks evaluate report bench clean-outputs
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: RUN=<run dir> COMPARE='<run> ...' JOBS=$(JOBS) FPS=$(FPS) TORCH_SPEC='$(TORCH_SPEC)'"
+	@echo "  variables: RUN=<run dir> COMPARE='<run> ...' JOBS=$(JOBS) FPS=$(FPS) ALL=1 TORCH_SPEC='$(TORCH_SPEC)'"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,13 @@ lint: install ## ruff format --check and ruff check
 	$(VENV)/bin/ruff format --check diagnostics experiments tests benchmarks
 	$(VENV)/bin/ruff check diagnostics experiments tests benchmarks
 
-video: install ## Render every video of RUN into RUN/videos (COMPARE='b c' for side-by-side)
-	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make video RUN=outputs/gan/<run> [COMPARE='<run> ...'] [JOBS=2] [FPS=12]" >&2; exit 2; }
-	$(PY) -m diagnostics.video $(RUN) $(if $(COMPARE),--compare $(COMPARE)) --jobs $(JOBS) --fps $(FPS)
+video: install ## Render the videos of RUN into RUN/videos (COMPARE='b c' side by side; ALL=1: every weight tensor)
+	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make video RUN=outputs/gan/<run> [COMPARE='<run> ...'] [JOBS=2] [FPS=12] [ALL=1]" >&2; exit 2; }
+	$(PY) -m diagnostics.video $(RUN) $(if $(COMPARE),--compare $(COMPARE)) --jobs $(JOBS) --fps $(FPS)$(if $(ALL), --all-weights)
+
+notebooks: install ## Execute RUN's notebook (by its kind) against it: RUN/notebooks/<kind>.ipynb with figures
+	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make notebooks RUN=outputs/gan/<run>" >&2; exit 2; }
+	$(PY) notebooks/execute.py $(RUN)
 
 evaluate: install ## Evaluate RUN's newest checkpoint on every validation file vs trilinear: RUN/eval.json
 	@test -n "$(RUN)" || { echo "error: RUN is not set. Usage: make evaluate RUN=outputs/gan/<run> [CKPT=<checkpoint file>]" >&2; exit 2; }

@@ -14,6 +14,10 @@ hiding it. The naive mode has no periodic part and is slow, so its blocks are sh
 
     python benchmarks/diagnostics_overhead.py                 # CPU, small-experiment sizes
     python benchmarks/diagnostics_overhead.py --device cuda --amp bf16 --reps 5
+    python benchmarks/diagnostics_overhead.py --model dcgan   # pytorch/examples DCGAN, 2D, BCE
+
+``--model dcgan`` times a step of the pytorch/examples DCGAN (one D step on real and fake, one G
+step, BCE loss) at ``--size`` 64 (or 32), a model the library was not written for.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import yaml
 from diagnostics import Diagnostics, Writer
 from diagnostics.hooks import Hooks, select_modules
 from experiments.losses import critic_loss, generator_loss, gradient_penalty
+from experiments.models.dcgan import dcgan
 from experiments.models.gan3d import Critic, Generator, upsample
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "diagnostics"
@@ -62,6 +67,34 @@ def build(args, device):
     y = torch.rand(args.batch, n_var, c, c, c, device=device)
     x = torch.nn.functional.avg_pool3d(y, f)
     return G, D, opt_g, opt_d, x, y
+
+
+def build_dcgan(args, device):
+    """pytorch/examples DCGAN (nz 100, ngf = ndf = ``--width``), Adam(2e-4, 0.5), a fixed batch."""
+    torch.manual_seed(0)
+    G, D = dcgan(nz=100, ngf=args.width, ndf=args.width, nc=3, size=args.size)
+    G, D = G.to(device), D.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    z = torch.randn(args.batch, 100, 1, 1, device=device)
+    real = torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1
+    return G, D, opt_g, opt_d, z, real
+
+
+def dcgan_step(G, D, opt_g, opt_d, z, real, args) -> None:
+    """One step of pytorch/examples dcgan/main.py: D on real and fake, then G (BCE)."""
+    bce = torch.nn.BCELoss()
+    ones = torch.ones(real.shape[0], device=real.device)
+    zeros = torch.zeros(real.shape[0], device=real.device)
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+        fake = G(z)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d = bce(D(real).view(-1).float(), ones) + bce(D(fake.detach()).view(-1).float(), zeros)
+        loss_d.backward()
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=True)
+        bce(D(fake).view(-1).float(), ones).backward()
+        opt_g.step()
 
 
 def gan_step(G, D, opt_g, opt_d, x, y, args) -> None:
@@ -131,14 +164,23 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=16)
     ap.add_argument("--n-critic", type=int, default=5)
     ap.add_argument("--modes", default="none,default,full,naive")
+    ap.add_argument("--model", default="gan3d", choices=["gan3d", "dcgan"])
+    ap.add_argument("--size", type=int, default=64, help="dcgan image size (32 or 64)")
+    ap.add_argument("--width", type=int, default=32, help="dcgan ngf = ndf")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
-        f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={device}, amp={args.amp}"
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={device}, "
+        f"amp={args.amp}, model={args.model}"
     )
 
-    G, D, opt_g, opt_d, x, y = build(args, device)
+    if args.model == "dcgan":
+        G, D, opt_g, opt_d, x, y = build_dcgan(args, device)
+        step_fn = dcgan_step
+    else:
+        G, D, opt_g, opt_d, x, y = build(args, device)
+        step_fn = gan_step
     cfgs = {"default": load_cfg("default"), "full": load_cfg("full")}
     block = args.block or int(cfgs["default"]["every"])
     modes = args.modes.split(",")
@@ -166,7 +208,7 @@ def main() -> None:
     print(f"hooked layers: {n_hooked}; block = {block} steps, reps = {args.reps}")
 
     for _ in range(2):  # warm-up (allocator, first-write edges)
-        gan_step(G, D, opt_g, opt_d, x, y, args)
+        step_fn(G, D, opt_g, opt_d, x, y, args)
     wall: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     for rep in range(args.reps):
@@ -180,7 +222,7 @@ def main() -> None:
                 n_steps = args.naive_block if m == "naive" else block
                 for _ in range(n_steps):
                     steps[m] += 1
-                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    step_fn(G, D, opt_g, opt_d, x, y, args)
                     if c is not None:
                         c.step(steps[m])
                 sync()

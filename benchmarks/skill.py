@@ -57,8 +57,12 @@ def criteria(ev: dict) -> dict:
     variables = list(t["trilinear"])
     out: dict = {}
     if "regression" in t:
-        r = [t["regression"][v]["mse"] / t["trilinear"][v]["mse"] for v in variables]
-        out["regression_mse_ratio"] = sum(r) / len(r)
+        r = {v: t["regression"][v]["mse"] / t["trilinear"][v]["mse"] for v in variables}
+        out["regression_mse_ratio_per_var"] = r
+        out["regression_mse_ratio"] = sum(r.values()) / len(r)
+        out["regression_spectrum_high"] = {
+            v: t["regression"][v]["spectrum_high"] for v in variables
+        }
         out["a_regression_beats_trilinear_10pct"] = out["regression_mse_ratio"] <= 0.9
     g = {v: t["generated"][v]["mse"] / t["trilinear"][v]["mse"] for v in variables}
     hi = {v: t["generated"][v]["spectrum_high"] for v in variables}
@@ -68,6 +72,46 @@ def criteria(ev: dict) -> dict:
     out["b_spectrum_in_band"] = all(0.8 <= x <= 1.25 for x in hi.values())
     out["b_mse_at_most_2x"] = all(x <= 2.0 for x in g.values())
     return out
+
+
+def passed(c: dict) -> bool:
+    return all(v for k, v in c.items() if k[:2] in ("a_", "b_"))
+
+
+def seed_table(rows: list[tuple[Path, dict, dict, dict]]) -> str:
+    """One line per run and quantity: MSE / trilinear (GAN, regression) and high-k power ratio
+    (GAN, regression, trilinear) per variable, then the run's times and verdicts."""
+    if not rows:
+        return "(no runs)"
+    variables = list(rows[0][2]["gan_mse_ratio"])
+    head = f"{'run':<14} {'quantity':<22}" + "".join(f"{v:>12}" for v in variables)
+    lines = [head, "-" * len(head)]
+    quantities = [
+        ("MSE/tri GAN", "gan_mse_ratio"),
+        ("MSE/tri regression", "regression_mse_ratio_per_var"),
+        ("high-k GAN", "gan_spectrum_high"),
+        ("high-k regression", "regression_spectrum_high"),
+        ("high-k trilinear", "trilinear_spectrum_high"),
+    ]
+    for run, info, c, ev in rows:
+        name = f"{run.parent.parent.name}/{run.name}"
+        for label, key in quantities:
+            if key in c:
+                vals = "".join(f"{c[key][v]:>12.3f}" for v in variables)
+                lines.append(f"{name:<14} {label:<22}{vals}")
+        timing = (
+            f"wall {info['wall_s']:.0f} s, CPU {info['cpu_s']:.0f} s"
+            if "wall_s" in info
+            else "times: not measured here (--runs)"
+        )
+        a = c.get("a_regression_beats_trilinear_10pct")
+        lines.append(
+            f"{name:<14} step {ev['step']}, {ev['n_crops']} crops, {timing}; "
+            f"(a) regression/trilinear {c.get('regression_mse_ratio', float('nan')):.3f} "
+            f"{'PASS' if a else 'FAIL'}; (b) band {'PASS' if c['b_spectrum_in_band'] else 'FAIL'}, "
+            f"MSE<=2x {'PASS' if c['b_mse_at_most_2x'] else 'FAIL'}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -85,14 +129,30 @@ def main() -> int:
     torch.set_num_threads(1)
     from experiments.evaluate_gan import evaluate
 
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
     if args.runs:
         runs = {Path(r): {} for r in args.runs}
     else:
         out_root = Path(args.out_root)
         out_root.mkdir(parents=True, exist_ok=True)
         runs = train_runs(args.seeds, out_root, args.jobs, args.overrides)
-    print(f"torch threads 1 per process, {os.cpu_count()} cores seen, jobs={args.jobs}")
-    ok_all = True
+    runs = dict(sorted(runs.items(), key=lambda kv: str(kv[0])))  # seed order, not finish order
+    load1 = os.getloadavg()
+    setting = (
+        f"torch threads 1 per process (OMP_NUM_THREADS=1, threads=1), {os.cpu_count()} cores seen, "
+        f"jobs={args.jobs}, niceness {os.nice(0)}, load average (1/5/15 min) "
+        f"{' '.join(f'{x:.1f}' for x in load0)} at start"
+    )
+    if not args.runs:
+        setting += (
+            f", {' '.join(f'{x:.1f}' for x in load1)} after training "
+            f"({time.perf_counter() - t0:.0f} s wall for all runs)"
+        )
+    print(setting)
+    if args.overrides:
+        print(f"overrides: {' '.join(args.overrides)}")
+    ok_all, rows = True, []
     for run, info in runs.items():
         if info.get("rc", 0) != 0:
             print(f"{run}: training exited {info['rc']}")
@@ -109,10 +169,17 @@ def main() -> int:
             if isinstance(v, dict):
                 v = " ".join(f"{n}={x:.3g}" for n, x in v.items())
             print(f"  {k}: {v}")
-        ok = all(v for k, v in c.items() if k[:2] in ("a_", "b_"))
+        ok = passed(c)
         ok_all &= ok
         print(f"  all criteria: {'PASS' if ok else 'FAIL'}")
-    print(f"\noverall: {'PASS' if ok_all else 'FAIL'}")
+        rows.append((run, info, c, ev))
+    print(f"\n== per-seed table ({setting})")
+    print(seed_table(rows))
+    print(
+        f"\n(c) (a) and (b) for every run ({len(rows)} of {len(runs)} evaluated): "
+        f"{'PASS' if ok_all else 'FAIL'}"
+    )
+    print(f"overall: {'PASS' if ok_all else 'FAIL'}")
     return 0 if ok_all else 1
 
 

@@ -1,27 +1,164 @@
 """Activation statistics per hooked layer: fast.ai's colorful dimension and dead-activation chart.
 
-Forward hooks add each training-mode output's histogram (fixed edges, default 40 bins of |a| on
-[0, 10] with under/overflow), moments and NaN/Inf counts into a device buffer per layer
-(:mod:`diagnostics.stats`). At each write the summed buffers arrive on the host once; here they
-become TensorBoard records under ``act/<model>/<layer>/...``: a native histogram, ``mean``,
-``std``, ``dead``, ``nan_count``, ``inf_count`` scalars, and the two images ``colorful`` (log1p of
-the bins-by-writes matrix, bin 0 at the bottom, writes to the right) and ``dead_chart``.
+Forward hooks add each training-mode output's histogram, moments and NaN/Inf counts into a device
+buffer per layer (:mod:`diagnostics.stats`). At each write the summed buffers arrive on the host
+once; here they become TensorBoard records under ``act/<model>/<layer>/...``: a native histogram,
+``mean``, ``std``, ``dead``, ``nan_count``, ``inf_count`` scalars, and the two images ``colorful``
+(log1p of the bins-by-writes matrix, bin 0 at the bottom, writes to the right) and ``dead_chart``.
+
+Bins (default ``transform: auto``): |a| is counted on a fine fixed grid (:data:`AUTO_GRID`: 64
+bins per octave, the float's exponent and top 6 mantissa bits, from 2**-34 = 5.8e-11 to 2**14 =
+16384, under/overflow outside; TensorBoard gets the edges as log10|a|); at the first write in which a layer has
+nonzero finite values its window of ``n_bins`` (default 40) coarse bins, each a whole number of
+fine bins, is fitted to that write's values and frozen for the run. Every layer so gets bins that
+fit its own scale (a Tanh, a 0.02-init generator, a raw conv alike), counts still add across steps
+and ranks, and each coarse count is an exact sum of fine counts. Exact zeros are underflow. A
+fixed ``transform`` (``none``, ``abs``, ``log10abs``) with ``lo``/``hi``/``n_bins`` or ``edges``
+gives one fixed grid for every layer instead.
+
+Dead (default): the fraction of a layer's units that gave no nonzero output over the whole
+interval since the previous write, a unit being a channel (dim 1, conv layout) or, for Linear,
+RNN and attention outputs and 2-D tensors, a feature (last dim). A ReLU fed only negatives is 100 %
+dead, a healthy ReLU (half its outputs zero, every unit sometimes on) 0 %, a LeakyReLU or Tanh
+never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k bins.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from . import tags
 from .hooks import DEFAULT_TYPES, Hooks, select_modules
-from .render import colorful_dimension
+from .render import colorful_panel, fraction_panel
 from .stats import HistSpec, accumulate, make_spec, summarize
+
+# Fine grid of the adaptive bins: 64 per octave over [2**-34, 2**14), the float32 bit pattern's
+# exponent and top 6 mantissa bits, so bin edges are the exact floats 2**e * (1 + m / 64): in
+# log2 units (what AUTO_GRID's edges are) 64 steps per octave, at most 1.6 % wide in |a|.
+AUTO_PER_OCTAVE = 64
+_SHIFT = 23 - 6  # float32: 23 mantissa bits; keep 6
+_E_LO, _E_HI = -34, 14
+_FIRST = (127 + _E_LO) * AUTO_PER_OCTAVE  # slot (bits >> 17) of 2**-34
+_N_FINE = (_E_HI - _E_LO) * AUTO_PER_OCTAVE
+_N_SLOTS = 1 << (31 - _SHIFT)  # every non-negative float32 pattern >> 17
+_INF_SLOT = 0x7F800000 >> _SHIFT  # +Inf; NaN patterns lie above it
+
+
+def _fine_edges() -> tuple[float, ...]:
+    s = np.arange(_FIRST, _FIRST + _N_FINE + 1)
+    e, m = s // AUTO_PER_OCTAVE - 127, s % AUTO_PER_OCTAVE
+    return tuple((e + np.log2(1.0 + m / AUTO_PER_OCTAVE)).tolist())
+
+
+AUTO_GRID = HistSpec(edges=_fine_edges(), transform="none")  # log2|a| edges
+_SLOT_MAP: dict[str, torch.Tensor] = {}
+
+
+def _slot_map(device: torch.device) -> torch.Tensor:
+    """(_N_SLOTS,) buffer position of each slot: underflow (zeros too), fine bins, overflow."""
+    key = str(device)
+    if key not in _SLOT_MAP:
+        f = _N_FINE
+        m = torch.empty(_N_SLOTS, dtype=torch.int64)
+        m[:_FIRST] = 0
+        m[_FIRST : _FIRST + f] = torch.arange(1, f + 1)
+        m[_FIRST + f : _INF_SLOT + 1] = f + 1  # finite above the grid and +Inf: overflow
+        m[_INF_SLOT + 1 :] = f + 5  # NaN: in no bin, only in the nonfinite count
+        _SLOT_MAP[key] = m.to(device)
+    return _SLOT_MAP[key]
+
+
+_SCRATCH: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _scratch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Reused work buffers (|x|, its bits >> 17), grown to the largest activation: fresh
+    # multi-MB tensors per hook call cost more in page faults on CPU than the arithmetic.
+    key = str(device)
+    have = _SCRATCH.get(key)
+    if have is None or have[0].numel() < n:
+        m = max(n, 2 * have[0].numel()) if have is not None else n
+        have = (torch.empty(m, device=device), torch.empty(m, dtype=torch.int32, device=device))
+        _SCRATCH[key] = have
+    return have[0][:n], have[1][:n]
+
+
+def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Add the :data:`AUTO_GRID` statistics of ``x`` into ``buf`` (``(AUTO_GRID.size,)`` float64),
+    the layout of :func:`diagnostics.stats.accumulate`; returns |x| (float32, flat) in a reused
+    work buffer, valid until the next call.
+
+    The bin of |a| is its float32 bit pattern shifted right by 17 (exponent and 6 mantissa bits):
+    abs, one shift and one bincount into reused buffers, no log, no clamp; exact zeros, Inf and
+    NaN fall into their own slots. About 3x cheaper on CPU than the general path.
+    """
+    # x: any shape, any float dtype; buf: (n_fine + 6,) float64 on x's device
+    if buf.shape != (AUTO_GRID.size,):
+        raise ValueError(f"buffer shape {tuple(buf.shape)} != ({AUTO_GRID.size},)")
+    if x.device != buf.device:
+        x = x.to(buf.device, non_blocking=True)
+    flat = x.detach().reshape(-1).float()
+    a, idx = _scratch(flat.numel(), flat.device)
+    torch.abs(flat, out=a)
+    torch.bitwise_right_shift(a.view(torch.int32), _SHIFT, out=idx)  # sign bit cleared: >= 0
+    if idx.device.type == "cpu":
+        h = torch.bincount(idx, minlength=_N_SLOTS)
+    else:  # bincount on CUDA reads max() back to the host; scatter_add_ does not
+        h = torch.zeros(_N_SLOTS, dtype=torch.float32, device=idx.device)
+        h.scatter_add_(0, idx.long(), torch.ones_like(a))
+    nc = AUTO_GRID.n_counts
+    h = h.to(torch.float64)
+    buf.index_add_(0, _slot_map(idx.device), h)  # NaN lands in the nonfinite count
+    buf[nc] += flat.numel()
+    if flat.numel():
+        # sum, sum of squares, and +Inf (already in overflow) into the nonfinite count too
+        inf = h[_INF_SLOT]
+        buf[nc + 1 :] += torch.stack([flat.sum().double(), torch.dot(flat, flat).double(), inf])
+    return a
+
+
+# Window fitted at the first write: from this quantile of the nonzero values to the largest value,
+# widened by AUTO_BELOW / AUTO_ABOVE of that span below / above (room for growth in training).
+AUTO_QUANTILE = 1e-3
+AUTO_BELOW = 0.25
+AUTO_ABOVE = 0.5
+# Modules whose output's last dim holds the units (features); other outputs: dim 1 (channels).
+LAST_DIM_UNITS: tuple[type, ...] = (nn.Linear, nn.Bilinear, nn.RNNBase, nn.MultiheadAttention)
+
+
+def fit_window(counts: np.ndarray, n_bins: int, n_fine: int = AUTO_GRID.n_bins) -> tuple[int, int]:
+    """``(j0, k)``: ``n_bins`` coarse bins of ``k`` fine bins from fine bin ``j0``, fitted to ``counts``.
+
+    ``counts`` ``(n_fine + 2,)`` are fine-grid counts (underflow first, overflow last); raises
+    ValueError when no fine bin holds a value (nothing to fit yet).
+    """
+    c = np.asarray(counts, np.float64)[1:-1]
+    if c.shape != (n_fine,) or not c.sum() > 0:
+        raise ValueError("fit_window needs counts (n_fine + 2,) with a value in some fine bin")
+    cum = np.cumsum(c)
+    lo = int(np.searchsorted(cum, AUTO_QUANTILE * cum[-1]))
+    hi = int(np.flatnonzero(c)[-1]) + 1
+    span = hi - lo
+    lo, hi = lo - math.ceil(AUTO_BELOW * span), hi + math.ceil(AUTO_ABOVE * span)
+    k = min(max(1, math.ceil((hi - lo) / n_bins)), n_fine // n_bins)
+    width = k * n_bins
+    j0 = lo - (width - (hi - lo)) // 2  # spare bins split between both ends
+    return min(max(j0, 0), n_fine - width), k
+
+
+def coarsen(counts: np.ndarray, j0: int, k: int, n_bins: int) -> np.ndarray:
+    """Coarse ``(n_bins + 2,)`` counts (underflow, bins, overflow) from fine ``counts``."""
+    c = np.asarray(counts, np.float64)
+    a, b = 1 + j0, 1 + j0 + k * n_bins
+    return np.concatenate([[c[:a].sum()], c[a:b].reshape(n_bins, k).sum(axis=1), [c[b:].sum()]])
 
 
 def _merge_columns(m: np.ndarray, max_cols: int, how: str) -> np.ndarray:
@@ -95,36 +232,57 @@ class ColumnHistory:
         return self._steps[: self.n]
 
 
-def colorful_image(cols: np.ndarray, *, max_px: int = 512) -> np.ndarray:
-    """RGB uint8 image of log1p(counts), counts ``(n_counts, n_writes)``: bin 0 at the bottom
-    (``render.colorful_dimension``, as the videos draw it; colour limit: this image's max)."""
+VALUE_LABELS = {
+    "none": "activation",
+    "abs": "|activation|",
+    "log10abs": "log10 |activation|",
+    "auto": "log10 |activation|",
+}
+
+
+def colorful_image(
+    cols: np.ndarray,
+    edges=None,
+    steps=None,
+    *,
+    title: str = "colorful dimension",
+    transform: str = "abs",
+    max_px: int = 512,
+) -> np.ndarray:
+    """The colorful dimension with its axes (:func:`diagnostics.render.colorful_panel`): log1p of
+    counts ``(n_counts, n_writes)``, bin 0 at the bottom, rows labelled with ``edges`` (default:
+    bin numbers), columns with ``steps`` (default: write numbers)."""
     # cols: (n_counts, n_writes) host counts, underflow first, overflow last.
     cols = np.asarray(cols, dtype=np.float64)
     if cols.ndim != 2 or cols.shape[1] == 0:
         raise ValueError(f"colorful_image expects (n_counts, n_writes>0), got {cols.shape}")
-    cols = _merge_columns(cols, max_px, "sum")  # a long run keeps a bounded image size
-    fy = max(1, min(4, max_px // cols.shape[0]))
-    fx = max(1, min(8, max_px // cols.shape[1]))
-    return colorful_dimension(cols, fy=fy, fx=fx)
+    n = cols.shape[1]
+    steps = np.arange(n) if steps is None else np.asarray(steps)
+    edges = np.arange(cols.shape[0] - 1) if edges is None else np.asarray(edges)
+    merged = _merge_columns(cols, max_px, "sum")  # a long run keeps a bounded image size
+    steps = steps[:: -(-n // max_px)] if merged.shape[1] < n else steps
+    return colorful_panel(
+        merged,
+        edges,
+        steps,
+        title=f"{title}\nrows: {VALUE_LABELS.get(transform, transform)} bins (bottom/top row: "
+        f"below/above the edges), colour: log1p(count)",
+        value_label=VALUE_LABELS.get(transform, transform),
+        plot_h=max(168, cols.shape[0]),
+    )
 
 
 def dead_chart(
-    dead: list[float] | np.ndarray, *, height: int = 64, max_px: int = 512
+    dead: list[float] | np.ndarray, steps=None, *, title: str = "dead fraction", max_px: int = 512
 ) -> np.ndarray:
-    """RGB uint8 area chart of a dead fraction in [0, 1] per write (NaN columns stay blank)."""
+    """Area chart with axes of a dead fraction in [0, 1] per write (NaN columns stay blank)."""
     # dead: (n_writes,) fractions; y axis fixed to [0, 1] so charts compare across layers.
-    d = _merge_columns(np.asarray(dead, dtype=np.float64).reshape(1, -1), max_px, "mean")[0]
-    col_px = max(1, min(4, max_px // max(1, len(d))))  # the colorful image's column width
-    w = max(1, len(d)) * col_px
-    img = np.full((height + 2, w + 2, 3), 255, np.uint8)
-    img[0, :] = img[-1, :] = img[:, 0] = img[:, -1] = (128, 128, 128)
-    for i, v in enumerate(d):
-        if not np.isfinite(v):
-            continue
-        h = int(round(min(max(v, 0.0), 1.0) * height))
-        if h:
-            img[1 + height - h : 1 + height, 1 + i * col_px : 1 + (i + 1) * col_px] = (200, 40, 40)
-    return img
+    d0 = np.asarray(dead, dtype=np.float64).reshape(-1)
+    n = len(d0)
+    steps = np.arange(n) if steps is None else np.asarray(steps)
+    d = _merge_columns(d0.reshape(1, -1), max_px, "mean")[0]
+    steps = steps[:: -(-n // max_px)] if len(d) < n else steps
+    return fraction_panel(d, steps, title=title)
 
 
 class ActivationStats:
@@ -134,8 +292,34 @@ class ActivationStats:
 
     def __init__(self, models: Mapping[str, nn.Module], cfg: Mapping | None = None) -> None:
         cfg = dict(cfg or {})
-        self.spec: HistSpec = make_spec(cfg, lo=0.0, hi=10.0, n_bins=40, transform="abs")
-        self.dead_bins = int(cfg.get("dead_bins", 1))
+        transform = cfg.get("transform")
+        fixed_keys = [k for k in ("lo", "hi", "edges") if cfg.get(k) is not None]
+        if transform is None:
+            transform = "abs" if fixed_keys else "auto"  # lo/hi/edges alone: the old |a| grid
+        self.auto = transform == "auto"
+        self.n_bins = int(cfg.get("n_bins") or 40)
+        if self.auto:
+            if fixed_keys:
+                raise ValueError(
+                    f"diagnostics.activations: {fixed_keys} need a fixed transform (none, abs or "
+                    "log10abs); transform auto fits each layer's edges itself"
+                )
+            if not 1 <= self.n_bins <= AUTO_GRID.n_bins:
+                raise ValueError(f"activations.n_bins: 1..{AUTO_GRID.n_bins} with auto bins")
+            self.spec: HistSpec = AUTO_GRID  # what the hooks count; windows make n_bins of it
+        else:
+            cfg = {k: v for k, v in cfg.items() if v is not None}
+            self.spec = make_spec(
+                cfg | {"transform": transform}, lo=0.0, hi=10.0, n_bins=40, transform=transform
+            )
+            self.n_bins = self.spec.n_bins
+        db = cfg.get("dead_bins")
+        self.dead_bins = int(db) if db is not None else None  # None: dead units
+        if self.auto and self.dead_bins is not None:
+            raise ValueError(
+                "diagnostics.activations: dead_bins (share of values in the lowest bins) needs a "
+                "fixed transform (none, abs or log10abs); with transform auto, dead counts units"
+            )
         types = cfg.get("types", None)
         types = DEFAULT_TYPES if types is None else tuple(types)
         self.layers: list[tuple[str, str, nn.Module]] = []
@@ -148,15 +332,22 @@ class ActivationStats:
         self.seconds = 0.0  # host time inside hooks (launch time only on a GPU)
         self.bufs: list[torch.Tensor] = []
         # bounded histories (memory and per-write cost flat in run length)
-        self.columns = [ColumnHistory(self.spec.n_counts) for _ in self.layers]
+        self.columns = [ColumnHistory(self.n_bins + 2) for _ in self.layers]
         self.dead_hist = [ColumnHistory(1) for _ in self.layers]
-        self._snap = [np.zeros(self.spec.n_counts) for _ in self.layers]
+        self._snap = [np.zeros(self.n_bins + 2) for _ in self.layers]
+        self._snap_dead = [[0.0, 0] for _ in self.layers]  # sum of dead fractions, writes
+        # auto bins: (j0, k) per layer once frozen; None before (and the fixed grid's layers)
+        self.windows: list[tuple[int, int] | None] = [None] * len(self.layers)
+        # dead units: running max |a| per unit since the last write, made at the first call
+        self.unit_dim = [-1 if isinstance(m, LAST_DIM_UNITS) else 1 for _, _, m in self.layers]
+        self.units: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._unit_bad = [False] * len(self.layers)
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
         self._warned = False
 
     def sizes(self) -> list[int]:
-        """Buffer length per layer."""
-        return [self.spec.size] * len(self.layers)
+        """Buffer length per layer: the histogram buffer, then dead units and units."""
+        return [self.spec.size + 2] * len(self.layers)
 
     def bind(self, views: list[torch.Tensor]) -> None:
         """Use these views of the shared flat buffer, one per layer."""
@@ -166,8 +357,37 @@ class ActivationStats:
         if not self.active:
             return
         t0 = time.perf_counter()
-        accumulate(self.bufs[i], out, self.spec)
+        buf = self.bufs[i][: self.spec.size]
+        if self.auto:
+            a = accumulate_log2(buf, out).view(out.shape)
+        else:
+            accumulate(buf, out, self.spec)
+            a = None
+        if self.dead_bins is None and not self._unit_bad[i]:
+            self._units(i, out if a is None else a, absolute=a is not None)
         self.seconds += time.perf_counter() - t0
+
+    def _units(self, i: int, out: torch.Tensor, absolute: bool = False) -> None:
+        # out: any shape (or its |.|); units along unit_dim (channels of (B, C, ...) or features
+        # of (..., F)).
+        x = out.detach()
+        if x.ndim == 0 or x.numel() == 0:
+            return
+        d = self.unit_dim[i] % x.ndim if x.ndim >= 2 else 0
+        u = self.units[i]
+        if u is not None and u.numel() != x.shape[d]:
+            if d == x.ndim - 1:
+                self._unit_bad[i] = True  # the feature count itself changes: no fixed units
+                self.units[i] = None
+                return
+            # dim 1 changed size (a sequence length, not channels): units are the last dim
+            self.unit_dim[i], d, u = -1, x.ndim - 1, None
+        a = x if absolute else x.abs()
+        m = a.amax(dim=[j for j in range(x.ndim) if j != d]) if x.ndim > 1 else a
+        if u is None:
+            self.units[i] = m.float()
+        else:
+            torch.maximum(u, m.float(), out=u)
 
     def register(self) -> None:
         """Register the forward hooks."""
@@ -177,9 +397,71 @@ class ActivationStats:
         """Remove the forward hooks."""
         self._hooks.remove()
 
+    def edges(self, i: int) -> np.ndarray:
+        """Layer ``i``'s ``n_bins + 1`` edges (of log10|a| with auto bins; provisional until frozen)."""
+        if not self.auto:
+            return self.spec.bin_edges()
+        j0, k = self._window(i)
+        return AUTO_GRID.bin_edges()[j0 : j0 + k * self.n_bins + 1 : k] * math.log10(2.0)
+
+    def _window(self, i: int) -> tuple[int, int]:
+        if self.windows[i] is not None:
+            return self.windows[i]
+        # Nothing in a fine bin yet (only zeros, or nothing): any window gives the same counts.
+        k = max(1, AUTO_GRID.n_bins // (2 * self.n_bins))
+        return (AUTO_GRID.n_bins - k * self.n_bins) // 2, k
+
+    def discard_units(self) -> None:
+        """Forget the dead-unit maxima recorded so far (with the flat buffer's counts)."""
+        for u in self.units:
+            if u is not None:
+                u.zero_()
+
+    def pre_reduce(self) -> None:
+        """Before the write's reduce: each layer's dead and total unit counts into its buffer.
+
+        The unit maxima are MAX-reduced across ranks first (a unit alive on any rank is alive);
+        the counts then ride in the one host copy of the flat buffer (rank 0 adds them).
+        """
+        if self.dead_bins is None and self.layers:
+            n_layers = len(self.layers)
+            n = [0 if u is None else u.numel() for u in self.units]
+            ok = [n[i] > 0 and not self._unit_bad[i] for i in range(n_layers)]
+            rank0 = True
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                rank0 = dist.get_rank() == 0
+                device = self.bufs[0].device
+                # unit counts must agree across ranks (a rank without the layer saw no active unit)
+                lo = [x if x else 2**62 for x in n]
+                bad = [int(b) for b in self._unit_bad]
+                t = torch.tensor(n + [-x for x in lo] + bad, dtype=torch.int64, device=device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                t = t.tolist()
+                n, lo, bad = (
+                    t[:n_layers],
+                    [-x for x in t[n_layers : 2 * n_layers]],
+                    t[2 * n_layers :],
+                )
+                ok = [n[i] > 0 and lo[i] == n[i] and not bad[i] for i in range(n_layers)]
+                for i in range(n_layers):
+                    if ok[i] and self.units[i] is None:
+                        self.units[i] = torch.zeros(n[i], device=device)
+                parts = [self.units[i] for i in range(n_layers) if ok[i]]
+                if parts:
+                    flat = torch.cat(parts)
+                    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+                    for u, v in zip(parts, flat.split([p.numel() for p in parts]), strict=True):
+                        u.copy_(v)
+            for i in range(n_layers):
+                if ok[i] and rank0:
+                    u = self.units[i]
+                    self.bufs[i][-2] += (u == 0).sum()
+                    self.bufs[i][-1] += u.numel()
+                if self.units[i] is not None:
+                    self.units[i].zero_()
+
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, images: bool) -> None:
         """Turn host buffers (one per layer) into records; scalars go into ``scalars``."""
-        edges = self.spec.bin_edges()
         if not self._warned:
             self._warned = True
             silent = [
@@ -190,48 +472,84 @@ class ActivationStats:
             if silent:
                 warnings.warn(
                     f"diagnostics: selected layers never ran a training-mode forward before the "
-                    f"first write at step {step}: {', '.join(silent)}",
+                    f"first write at step {step}: {', '.join(silent)} (a model compiled and run "
+                    "before Diagnostics was attached keeps its graph without the hooks: pass the "
+                    "compiled module itself)",
                     stacklevel=3,
                 )
+        size = self.spec.size
         for i, ((mname, lname, _), b) in enumerate(zip(self.layers, host, strict=True)):
-            s = summarize(b, self.spec, dead_bins=self.dead_bins)
+            s = summarize(b[:size], self.spec, dead_bins=self.dead_bins or 1)
             if s["n"] == 0:
                 continue  # the layer ran no training-mode forward since the last write
+            counts = s["counts"]
+            if self.auto:
+                if self.windows[i] is None and counts[1:-1].sum() > 0:
+                    self.windows[i] = fit_window(counts, self.n_bins)  # frozen from here on
+                counts = coarsen(counts, *self._window(i), self.n_bins)
+            if self.dead_bins is not None:
+                dead = s["dead"]
+            else:  # dead units / units; NaN where the units are unknown
+                dead = float(b[size] / b[size + 1]) if b[size + 1] > 0 else float("nan")
             tag = tags.act(mname, lname)
             scalars[f"{tag}/mean"] = s["mean"]
             scalars[f"{tag}/std"] = s["std"]
-            scalars[f"{tag}/dead"] = s["dead"]
+            scalars[f"{tag}/dead"] = dead
             scalars[f"{tag}/nan_count"] = s["nan_count"]
             scalars[f"{tag}/inf_count"] = s["inf_count"]
-            self.columns[i].add(s["counts"], step)
-            self.dead_hist[i].add(np.array([s["dead"]]), step)
-            self._snap[i] += s["counts"]
+            self.columns[i].add(counts, step)
+            self.dead_hist[i].add(np.array([dead]), step)
+            self._snap[i] += counts
+            if math.isfinite(dead):
+                self._snap_dead[i][0] += dead
+                self._snap_dead[i][1] += 1
             if writer is not None:
-                writer.histogram(f"{tag}/hist", s["counts"], edges, step)
+                writer.histogram(f"{tag}/hist", counts, self.edges(i), step)
                 if images:
-                    writer.image(f"{tag}/colorful", colorful_image(self.columns[i].array()), step)
-                    writer.image(f"{tag}/dead_chart", dead_chart(self.dead_hist[i].mean()[0]), step)
+                    edges = self.edges(i)
+                    hist = self.columns[i]
+                    img = colorful_image(
+                        hist.array(),
+                        edges,
+                        hist.steps,
+                        title=f"{tag} colorful dimension",
+                        transform="auto" if self.auto else self.spec.transform,
+                    )
+                    writer.image(f"{tag}/colorful", img, step)
+                    dh = self.dead_hist[i]
+                    chart = dead_chart(
+                        dh.mean()[0],
+                        dh.steps,
+                        title=f"{tag} dead: units with no nonzero output since the last write"
+                        if self.dead_bins is None
+                        else f"{tag} dead fraction: share of outputs with "
+                        f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
+                        f"{edges[min(self.dead_bins, len(edges) - 1)]:.3g}",
+                    )
+                    writer.image(f"{tag}/dead_chart", chart, step)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
-        """Counts (int64) and dead fraction per layer since the previous call; resets them."""
+        """Counts (int64), edges and dead fraction (mean over the writes) per layer since the
+        previous call; resets them."""
         out = {}
         for i, (mname, lname, _) in enumerate(self.layers):
             c = self._snap[i]
-            total = c.sum()
             out[f"act_hist/{mname}/{lname}"] = np.rint(c).astype(np.int64)
-            dead = c[1 : 1 + self.dead_bins].sum() / total if total > 0 else np.nan
-            out[f"act_dead/{mname}/{lname}"] = np.asarray(dead, dtype=np.float64)
+            out[f"act_edges/{mname}/{lname}"] = self.edges(i)
+            total, k = self._snap_dead[i]
+            out[f"act_dead/{mname}/{lname}"] = np.asarray(total / k if k else np.nan, np.float64)
             self._snap[i] = np.zeros_like(c)
+            self._snap_dead[i] = [0.0, 0]
         return out
 
     def meta(self) -> dict:
-        """Run-wide facts for snapshots: edges, transform, layers per model."""
+        """Run-wide facts for snapshots: edges (fixed bins; auto: per snapshot), transform, layers."""
         layers: dict[str, list[str]] = {}
         for mname, lname, _ in self.layers:
             layers.setdefault(mname, []).append(lname)
         return {
-            "act_edges": self.spec.bin_edges().tolist(),
-            "act_transform": self.spec.transform,
+            "act_edges": [] if self.auto else self.spec.bin_edges().tolist(),
+            "act_transform": "auto" if self.auto else self.spec.transform,
             "act_dead_bins": self.dead_bins,
             "layers": layers,
         }

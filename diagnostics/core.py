@@ -48,7 +48,7 @@ from torch import nn
 
 from . import tags
 from .activations import ActivationStats
-from .hooks import unwrap
+from .hooks import is_compiled, unwrap
 from .params import ParamStats
 from .stats import Scalars, layout
 
@@ -70,6 +70,7 @@ def plain(cfg) -> dict:
 
 # One default write period, the one conf/diagnostics/default.yaml states.
 DEFAULT_EVERY = 50
+COUNT_SUFFIXES = ("/nan_count", "/inf_count")  # written to TensorBoard once non-zero
 
 # Valid config keys per section; anything else is a typo and an error (``evry`` is not ignored).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
@@ -124,20 +125,7 @@ def _check_models(models) -> dict[str, nn.Module]:
     for k, m in models.items():
         if not isinstance(k, str) or not isinstance(m, nn.Module):
             raise TypeError(f"models: expected str -> nn.Module, got {k!r} -> {type(m).__name__}")
-        _check_not_compiled(k, m)
     return dict(models)
-
-
-def _check_not_compiled(name: str, m: nn.Module) -> None:
-    # Forward hooks inside a torch.compile graph are traced once or skipped by dynamo, which gives
-    # statistics that differ from eager without a word; refuse rather than show wrong numbers.
-    compiled = getattr(m, "_compiled_call_impl", None) is not None
-    if hasattr(m, "_orig_mod") or compiled:
-        raise ValueError(
-            f"models[{name!r}] is compiled (torch.compile / nn.Module.compile): activation hooks "
-            "are not supported inside compiled graphs; pass the eager module, or set "
-            "activations.enabled=false"
-        )
 
 
 def _check_optimizers(optimizers, models) -> dict[str, torch.optim.Optimizer] | None:
@@ -194,7 +182,8 @@ class Diagnostics:
 
     Args:
         models: name -> module (DDP modules are unwrapped), or one bare module (named ``model``).
-            Compiled modules are refused with an error (hooks inside compiled graphs).
+            Compiled modules (``torch.compile``, ``Module.compile``) are watched through their
+            eager module; their statistics equal eager ones (hooks run eagerly at graph breaks).
         optimizers: name -> optimizer, a list of optimizers, or one optimizer; gradients are
             measured right before each ``step()``.
         writer: a :class:`diagnostics.Writer`, an existing ``SummaryWriter`` (reused), a log
@@ -247,9 +236,13 @@ class Diagnostics:
         for name, p in (periods or {}).items():
             self.periods[name] = self._multiple_of_every(name, int(p))
         self.writer = writer
+        # A compiled graph traced before the hooks existed never calls them (dynamo skips hook
+        # guards): attach resets the compile caches so the next call traces them in.
+        self._compiled = any(is_compiled(m) for m in models.values())
         self.models = {k: unwrap(m) for k, m in models.items()}
         self.scalars = Scalars()
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._counts_seen: set[str] = set()
         self.last: dict[str, float] = {}
         self.write_seconds: dict[str, float] = defaultdict(float)
         self.n_writes = 0
@@ -342,10 +335,17 @@ class Diagnostics:
         self.history.clear()
         for t, v in state.get("history", {}).items():
             self.history[str(t)] = [(int(a), float(b)) for a, b in v.tolist()]
+        self._counts_seen = {
+            t
+            for t, v in self.history.items()
+            if t.endswith(COUNT_SUFFIXES) and any(b for _, b in v)
+        }
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Diagnostics:
         if self.enabled:
+            if self._compiled:
+                torch.compiler.reset()
             try:
                 if self.act:
                     self.act.register()
@@ -358,9 +358,12 @@ class Diagnostics:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # A collective at exit is safe only when every rank got here normally.
+        self._close(final_write=exc_type is None)
+
+    def _close(self, *, final_write: bool) -> None:
         try:
-            # A collective at exit is safe only when every rank got here normally.
-            if exc_type is None and self._pending and self._last_step is not None:
+            if final_write and self._pending and self._last_step is not None:
                 self._write(self._last_step)
         finally:
             self._remove()
@@ -371,13 +374,16 @@ class Diagnostics:
                 self.writer.flush()
 
     def attach(self) -> Diagnostics:
-        """Register the hooks outside a ``with`` block; pair with :meth:`detach`."""
+        """Register the hooks outside a ``with`` block (idempotent); pair with :meth:`detach`."""
+        if self._entered:
+            return self
         return self.__enter__()
 
-    def detach(self) -> None:
-        """Remove the hooks without the end-of-run write; entering again re-attaches them."""
-        self._remove()
-        self._entered = False
+    def detach(self, *, final_write: bool = True) -> None:
+        """Remove the hooks, as leaving the ``with`` block does: with ``final_write`` the steps
+        since the last write are written first; pass False after an exception (no collective)."""
+        if self._entered:
+            self._close(final_write=final_write)
 
     def _remove(self) -> None:
         if self.act:
@@ -403,6 +409,8 @@ class Diagnostics:
             self.params.on_step()
         if first and self._flat is not None and step % self.record_every:
             self._flat.zero_()
+            if self.act:
+                self.act.discard_units()
         wrote = self.due("scalars", step)
         if wrote:
             self._write(step)
@@ -437,6 +445,8 @@ class Diagnostics:
         if records and self.params:
             with self._timed("params"):
                 self.params.measure_weights(self._reduce_max)
+        if records and self.act:
+            self.act.pre_reduce()  # dead-unit counts into the flat buffer (a collective)
         with self._timed("reduce"):
             tags = self.scalars.tags
             flat = self._flat if records else None
@@ -463,9 +473,21 @@ class Diagnostics:
         with self._timed("scalars"):
             for tag, v in scalars.items():
                 self.history[tag].append((step, float(v)))
+                if tag.endswith(COUNT_SUFFIXES) and v:
+                    self._counts_seen.add(tag)
             self.last = scalars
             if writer is not None:
-                writer.scalars(scalars, step)  # the one writer call for every scalar
+                # the one writer call for every scalar; NaN/Inf counts become charts only from
+                # their first non-zero value on: a hundred flat-zero charts bury the ones that
+                # matter (the history keeps every value)
+                writer.scalars(
+                    {
+                        t: v
+                        for t, v in scalars.items()
+                        if not t.endswith(COUNT_SUFFIXES) or t in self._counts_seen
+                    },
+                    step,
+                )
         if full:
             self.n_writes += 1
             self._pending = False

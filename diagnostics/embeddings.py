@@ -30,18 +30,16 @@ import torch
 import xarray as xr
 
 from . import tags
-from .render import apply_cmap, tile
+from .render import CMAPS, apply_cmap, tile
 from .rundir import commit, tmp_path
+from .stats import to_numpy
 
 SPRITE_MAX_PX = 8192  # the projector does not show sprites larger than 8192 x 8192
 FILL = (224, 224, 224)
 _NC_NAME = re.compile(r"^(?P<model>.+)_step(?P<step>\d{8})\.nc$")
 
 
-def _host(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+_host = to_numpy  # diagnostics.stats: the one host copy of an array
 
 
 # ------------------------------------------------------------------------------ data array
@@ -196,7 +194,7 @@ def thumbnails_rgb(
     thumbs,
     px: int | None = None,
     *,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     fill=FILL,
@@ -321,7 +319,7 @@ def dendrogram(
     linkage_method: str = "ward",
     label_clusters: bool = False,
     seed: int = 0,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     thumb_px: int = 48,
@@ -415,7 +413,7 @@ def scatter_annotated(
     dims: tuple[int, int] | str = (0, 1),
     n_points: int = 12,
     seed: int = 0,
-    cmap: str = "viridis",
+    cmap: str = CMAPS["thumbnail"],
     vmin: float | None = None,
     vmax: float | None = None,
     thumb_px: int = 48,
@@ -577,7 +575,7 @@ class EmbeddingLogger:
             # fixed on the first call so the thumbnails of every later step share the norm
             self.vmin, self.vmax = _limits(th, self.vmin, self.vmax)
         style = {
-            "cmap": _get(cfg, "cmap", "viridis"),
+            "cmap": _get(cfg, "cmap", CMAPS["thumbnail"]),
             "vmin": self.vmin,
             "vmax": self.vmax,
             "thumb_px": int(_get(cfg, "thumb_px", 48)),

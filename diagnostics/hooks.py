@@ -56,6 +56,19 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """True for ``torch.compile(model)`` and ``model.compile()`` (also inside DDP/DataParallel)."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if getattr(model, "_compiled_call_impl", None) is not None or hasattr(model, "_orig_mod"):
+            return True
+        if not isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            return False
+        model = model.module
+    return False
+
+
 def _type_matches(module: nn.Module, types: Sequence[str | type]) -> bool:
     for t in types:
         if isinstance(t, type):
@@ -153,7 +166,9 @@ class Hooks:
                 self.fired[i] = True
                 fn(i, module, t)
 
-        return hook
+        # Under torch.compile the hook runs eagerly on the real output (a graph break at each
+        # hooked layer): traced into the graph it gave other layers' sizes and values, or none.
+        return torch.compiler.disable(hook)
 
     def remove(self) -> None:
         """Remove every hook (idempotent)."""

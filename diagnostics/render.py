@@ -18,6 +18,7 @@ CMAPS = {
     "difference": "RdBu_r",  # generated - truth
     "field": "inferno",  # physical fields (slices, thumbnails)
     "counts": "viridis",  # histograms over time (colorful dimension)
+    "thumbnail": "viridis",  # embedding thumbnails (``embed.cmap`` may choose another)
 }
 
 
@@ -158,11 +159,17 @@ def _wrap(text: str, k: int) -> list[str]:
 
 
 def fit_label_above(
-    img: np.ndarray, text: str, *, height: int = 32, size: int = 12, fill=(255, 255, 255)
+    img: np.ndarray,
+    text: str,
+    *,
+    height: int = 32,
+    size: int = 12,
+    fill=(255, 255, 255),
+    min_size: int = 9,
 ) -> np.ndarray:
     """Like :func:`label_above`, one line per ``\\n`` in ``text``; a line too wide for the image
-    is drawn in a smaller font (down to 6 px), then wrapped onto sub-lines in its share of the
-    height, so a long name is shrunk or wrapped, never cut."""
+    is wrapped onto sub-lines in its share of the height (font not below ``min_size``), and only
+    where that cannot fit drawn smaller, down to 6 px: a long name is wrapped or shrunk, never cut."""
     from PIL import Image, ImageDraw
 
     width = img.shape[1]
@@ -173,13 +180,26 @@ def fit_label_above(
     lines = text.split("\n")
     line_h = height // len(lines)
     y = 0
+
+    def fits(pieces, s):
+        return max(draw.textlength(p, font=_font(s)) for p in pieces) <= width - 4
+
     for ln in lines:
-        for k in range(1, max(1, line_h // 7) + 1):
-            pieces = _wrap(ln, k)
-            s = min(size, max(6, line_h // k - 2))
-            while s > 6 and max(draw.textlength(p, font=_font(s)) for p in pieces) > width - 4:
-                s -= 1
-            if max(draw.textlength(p, font=_font(s)) for p in pieces) <= width - 4:
+        # wrapping onto more sub-lines is preferred to a font below min_size; only when the
+        # height allows no more sub-lines does the font shrink further, down to 6 px
+        done = False
+        for floor in (min(min_size, size), 6):
+            for k in range(1, max(1, line_h // 7) + 1):
+                pieces = _wrap(ln, k)
+                s = min(size, max(6, line_h // k - 2))
+                if s < floor:
+                    break
+                while s > floor and not fits(pieces, s):
+                    s -= 1
+                if fits(pieces, s):
+                    done = True
+                    break
+            if done:
                 break
         sub_h = line_h // len(pieces)
         for n, p in enumerate(pieces):
@@ -247,6 +267,228 @@ def with_colorbar(
         pad[:, : img.shape[1]] = img[..., :3]
         img = pad
     return np.concatenate([img[..., :3], bar], axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# charts with axes: the colorful dimension, the dead fraction and small line plots, drawn the same
+# in TensorBoard images and video frames
+
+AX_LEFT = 56  # px left of the plot area: y tick labels
+AX_BOTTOM = 30  # px below the plot area: x tick marks, labels and the axis name
+AX_RIGHT = 14  # px right of the plot area: room for the last x label
+AX_TITLE = 52  # px above the plot area: title lines (shrunk or wrapped to fit, never cut)
+AX_MIN_W = 320  # px: narrower plot areas are widened (columns repeated) so the labels fit
+AXIS_RGB = (64, 64, 64)
+
+
+def _ticks(n: int, k: int = 5) -> list[int]:
+    """Up to ``k`` evenly spaced indices of 0..n-1, first and last included."""
+    if n <= 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(k, n))})
+
+
+def axes_panel(
+    plot: np.ndarray,
+    *,
+    title: str,
+    x_ticks: list[tuple[int, str]],
+    y_ticks: list[tuple[int, str]],
+    x_label: str = "step",
+    bar: tuple[float, float, str, str] | None = None,
+    fill=(255, 255, 255),
+) -> np.ndarray:
+    """``plot`` (h, w, 3) framed by a y axis (``y_ticks``: (row px, label)), an x axis
+    (``x_ticks``: (column px, label)) named ``x_label``, ``title`` above (one line per ``\\n``)
+    and, given ``bar`` = (vmin, vmax, cmap, label), a colour bar below. The plot area starts at
+    (AX_TITLE, AX_LEFT)."""
+    from PIL import Image, ImageDraw
+
+    h, w = plot.shape[:2]
+    canvas = np.empty((h + AX_BOTTOM, AX_LEFT + w + AX_RIGHT, 3), np.uint8)
+    canvas[:] = fill
+    canvas[:h, AX_LEFT : AX_LEFT + w] = plot[..., :3]
+    pil = Image.fromarray(canvas)
+    d = ImageDraw.Draw(pil)
+    f = _font(10)
+    d.line([(AX_LEFT - 1, 0), (AX_LEFT - 1, h)], fill=AXIS_RGB)  # y axis
+    d.line([(AX_LEFT - 1, h), (AX_LEFT + w, h)], fill=AXIS_RGB)  # x axis
+    for y, text in y_ticks:
+        y = int(min(max(y, 0), h - 1))
+        d.line([(AX_LEFT - 4, y), (AX_LEFT - 1, y)], fill=AXIS_RGB)
+        tw = d.textlength(text, font=f)
+        d.text((AX_LEFT - 6 - tw, min(max(0, y - 6), h - 12)), text, fill=(0, 0, 0), font=f)
+    right = AX_LEFT + w + AX_RIGHT
+    for x, text in x_ticks:
+        x = AX_LEFT + int(min(max(x, 0), w - 1))
+        d.line([(x, h), (x, h + 3)], fill=AXIS_RGB)
+        tw = d.textlength(text, font=f)
+        d.text((min(max(0, x - tw / 2), right - tw), h + 4), text, fill=(0, 0, 0), font=f)
+    tw = d.textlength(x_label, font=f)
+    d.text((AX_LEFT + max(0, (w - tw) / 2), h + 17), x_label, fill=(80, 80, 80), font=f)
+    out = np.asarray(pil).copy()
+    if bar is not None:
+        out = with_colorbar(out, bar[0], bar[1], bar[2], label=bar[3], fill=fill)
+    return fit_label_above(out, title, height=AX_TITLE, size=12, fill=fill)
+
+
+def _columns(n: int, plot_w: int) -> np.ndarray:
+    """Source column of each of the max(plot_w, n) pixel columns: n columns stretched over the
+    plot width (widths differ by at most one pixel), or one pixel each when n > plot_w."""
+    w = max(int(plot_w), n, 1)
+    return (np.arange(w) * n) // w
+
+
+def _step_ticks(steps, n_cols: int, width: int) -> list[tuple[int, str]]:
+    steps = list(steps)
+    return [
+        (int((i + 0.5) * width / n_cols), str(int(steps[i])))
+        for i in _ticks(min(n_cols, len(steps)))
+    ]
+
+
+def colorful_panel(
+    cols: np.ndarray,
+    edges,
+    steps,
+    *,
+    title: str,
+    value_label: str = "|activation|",
+    vmax: float | None = None,
+    plot_w: int = AX_MIN_W,
+    plot_h: int = 168,
+    gap_rgb=(160, 160, 160),
+) -> np.ndarray:
+    """The colorful dimension with its axes: log1p(counts) of ``cols`` (n_bins + 2, n_cols)
+    (underflow row first, overflow last), bin 0 at the bottom, one column per write at ``steps``.
+
+    Rows are labelled with bin edges (``edges``, n_bins + 1 values, of ``value_label``), columns
+    with their steps; a colour bar gives log1p(count) from 0 to ``vmax`` (default: the maximum).
+    NaN columns (writes still to come, in a video) are drawn ``gap_rgb``. Each row is
+    ``plot_h // rows`` px high; the columns fill ``plot_w`` px (widths differ by at most 1 px),
+    one pixel each when there are more."""
+    # cols: (n_bins + 2, n_cols) counts
+    cols = np.asarray(cols, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
+    if cols.ndim != 2 or cols.shape[1] == 0 or cols.shape[0] != len(edges) + 1:
+        raise ValueError(
+            f"colorful_panel expects ({len(edges) + 1}, n_cols>0) counts for {len(edges)} edges, "
+            f"got {cols.shape}"
+        )
+    rows, n = cols.shape
+    if vmax is None:
+        m = np.log1p(np.maximum(cols, 0.0))
+        vmax = float(np.nanmax(m)) if np.isfinite(m).any() else 1.0
+    vmax = float(vmax) if vmax > 0 else 1.0
+    rgb = colorful_dimension(cols, vmax=vmax, nan_rgb=gap_rgb)  # overflow at the top
+    rh = max(1, plot_h // rows)
+    img = np.repeat(rgb, rh, axis=0)[:, _columns(n, plot_w)]
+    # edge j lies between row j (from the bottom, row 0 = underflow) and row j + 1
+    n_bins = len(edges) - 1
+    y_ticks = [((rows - 1 - j) * rh, _tick(float(edges[j]))) for j in _ticks(n_bins + 1)]
+    return axes_panel(
+        img,
+        title=title,
+        x_ticks=_step_ticks(steps, n, img.shape[1]),
+        y_ticks=y_ticks,
+        bar=(0.0, vmax, CMAPS["counts"], "log1p(count)"),
+    )
+
+
+def fraction_panel(
+    values,
+    steps,
+    *,
+    title: str,
+    plot_w: int = AX_MIN_W,
+    plot_h: int = 64,
+    rgb=(200, 40, 40),
+) -> np.ndarray:
+    """An area chart of a fraction in [0, 1] per write (the dead fraction), y axis 0-100 %,
+    x axis the writes' steps; NaN columns stay blank."""
+    # values: (n_cols,) fractions
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = max(1, len(v))
+    cols = _columns(n, plot_w)
+    img = np.full((plot_h, len(cols), 3), 255, np.uint8)
+    img[[0, plot_h // 2], :] = (225, 225, 225)  # gridlines at 100 % and 50 %
+    for px, i in enumerate(cols):
+        x = v[i] if i < len(v) else np.nan
+        if not np.isfinite(x):
+            continue
+        hpx = int(round(min(max(x, 0.0), 1.0) * plot_h))
+        if hpx:
+            img[plot_h - hpx :, px] = rgb
+    y_ticks = [(0, "100 %"), (plot_h // 2, "50 %"), (plot_h - 1, "0 %")]
+    return axes_panel(img, title=title, x_ticks=_step_ticks(steps, n, len(cols)), y_ticks=y_ticks)
+
+
+LINE_RGB = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+]  # matplotlib tab10, first eight
+
+
+def lines_panel(
+    series: np.ndarray,
+    steps,
+    *,
+    title: str,
+    names: list[str] | None = None,
+    ylim: tuple[float, float] | None = None,
+    plot_w: int = AX_MIN_W,
+    plot_h: int = 120,
+) -> np.ndarray:
+    """Line plot with axes of ``series`` (k, n_steps) over ``steps`` (k <= 8 lines, colours in
+    ``LINE_RGB`` order, named by ``names`` in a legend); NaN values (steps still to come) are not
+    drawn. ``ylim`` defaults to the finite range of the data (a constant gets +-1 around it)."""
+    from PIL import Image, ImageDraw
+
+    # series: (k, n_steps)
+    series = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    k, n = series.shape
+    if k > len(LINE_RGB):
+        raise ValueError(f"lines_panel draws at most {len(LINE_RGB)} lines, got {k}")
+    fin = series[np.isfinite(series)]
+    if ylim is None:
+        ylim = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+    lo, hi = float(ylim[0]), float(ylim[1])
+    if not hi > lo:
+        lo, hi = lo - (abs(lo) or 1.0), hi + (abs(hi) or 1.0)
+    img = np.full((plot_h, plot_w, 3), 255, np.uint8)
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+
+    m = max(2, plot_h // 12)  # lines at the limits stay clear of the frame
+
+    def px(i: int, v: float) -> tuple[float, float]:
+        x = (i + 0.5) * plot_w / n
+        return x, m + (plot_h - 1 - 2 * m) * (hi - v) / (hi - lo)
+
+    for v in (lo, 0.5 * (lo + hi), hi):
+        y = px(0, v)[1]
+        d.line([(0, y), (plot_w - 1, y)], fill=(230, 230, 230))
+    for j in range(k):
+        pts = [px(i, v) for i, v in enumerate(series[j]) if np.isfinite(v)]
+        if len(pts) > 1:
+            d.line(pts, fill=LINE_RGB[j], width=2)
+        for x, y in pts[-1:]:
+            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=LINE_RGB[j])
+    if names:
+        x = 4
+        for j, name in enumerate(names[:k]):
+            d.text((x, 2), name, fill=LINE_RGB[j], font=_font(10))
+            x += d.textlength(name, font=_font(10)) + 8
+    img = np.asarray(pil).copy()
+    y_ticks = [(int(round(px(0, v)[1])), _tick(v)) for v in (hi, 0.5 * (lo + hi), lo)]
+    x_ticks = [(int(px(i, 0)[0]), str(int(s))) for i, s in ((i, list(steps)[i]) for i in _ticks(n))]
+    return axes_panel(img, title=title, x_ticks=x_ticks, y_ticks=y_ticks)
 
 
 def colorful_dimension(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .render import (
+    CMAPS,
     apply_cmap,
     fit_label_above,
     tile,
@@ -57,8 +58,8 @@ def slice_panel(
     clim: Mapping[str, Sequence[float]],
     *,
     diff_lim: float = 0.25,
-    cmap: str = "inferno",
-    diff_cmap: str = "RdBu_r",
+    cmap: str = CMAPS["field"],
+    diff_cmap: str = CMAPS["difference"],
     cell_px: int = 224,
     scaling: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:

@@ -12,8 +12,11 @@ Keys inside a snapshot (all numpy arrays; unknown keys are allowed and ignored b
     weights/<model>/<param>      float32 parameter tensor as in the model
     probe/<name>                 float32 arrays of the fixed probe samples (e.g. probe/fake)
     act_hist/<model>/<layer>     int64 counts (n_bins + 2: underflow, bins, overflow) over the
-                                 steps since the previous snapshot; edges are in meta.json
-    act_dead/<model>/<layer>     0-d float64 dead fraction over the same steps
+                                 steps since the previous snapshot
+    act_edges/<model>/<layer>    float64 (n_bins + 1,) edges of those counts (log10|a| with the
+                                 default per-layer bins; a fixed grid's edges are also in
+                                 meta.json ``act_edges``)
+    act_dead/<model>/<layer>     0-d float64 dead fraction, mean over the writes since then
 
 A snapshot is written to ``step_XXXXXXXX.npz.tmp`` and renamed when complete, so a reader sees
 either the whole snapshot or none. Only rank 0 writes.
@@ -31,15 +34,13 @@ import numpy as np
 import torch
 
 from .rundir import atomic_write_text, commit, tmp_path
+from .stats import to_numpy
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.npz$")
 
 
-def _host(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+_host = to_numpy  # diagnostics.stats: the one host copy of an array
 
 
 class SnapshotWriter:
@@ -107,3 +108,42 @@ def load_snapshot(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of one snapshot, loaded eagerly (no pickles allowed)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def resolve_run_dir(value: str | os.PathLike | None = None) -> Path:
+    """The run directory named by ``value`` (default: the ``RUN`` environment variable).
+
+    A relative path is looked up from the current directory, then from the directory the command
+    was typed in (``PWD``, which a Jupyter kernel started from the repository root inherits while
+    it runs in ``notebooks/``), then from each parent of the current directory. So
+    ``RUN=outputs/gan/<run> jupyter lab notebooks/gan.ipynb`` works as written. Raises
+    ``FileNotFoundError`` saying what was set and where it was looked for.
+    """
+    raw = os.environ.get("RUN", "") if value is None else str(value)
+    if not raw:
+        raise FileNotFoundError(
+            "RUN is not set: start with RUN=<run directory>, e.g. "
+            "RUN=outputs/gan/<run> jupyter lab notebooks/gan.ipynb"
+        )
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        bases = [Path("/")]
+    else:
+        cwd = Path.cwd()
+        bases = [cwd]
+        if os.environ.get("PWD"):
+            bases.append(Path(os.environ["PWD"]))
+        bases += list(cwd.parents)
+    tried = []
+    for b in bases:
+        cand = (b / p).resolve()
+        if cand in tried:
+            continue
+        tried.append(cand)
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"RUN={raw!r} is not a directory; looked for it at: "
+        + ", ".join(map(str, tried[:4]))
+        + (f" and {len(tried) - 4} parent directories" if len(tried) > 4 else "")
+    )

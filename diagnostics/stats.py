@@ -221,6 +221,14 @@ def layout(sizes: Sequence[int]) -> list[slice]:
     return out
 
 
+def to_numpy(x) -> np.ndarray:
+    """A host numpy array of a tensor (one copy, detached) or of anything ``np.asarray`` takes;
+    call at write time only (the one home of the host copy for arrays)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 class Scalars:
     """Running means of scalars reported from anywhere, kept on the device until a write.
 

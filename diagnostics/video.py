@@ -4,28 +4,35 @@
 video the run supports into ``RUN/videos/``:
 
 ==========================  =======================================================================
-``weights_<model>_<param>``  one per parameter tensor (``weights/<model>/<param>`` in the snapshots),
-                             keras_weight_animator style: the tensor mapped to 2D by
-                             :func:`weight_to_2d`, upscaled by the largest integer nearest-neighbour
-                             factor (never below 1) that keeps the width <= ``max_px`` (1920) and
-                             the height <= ``max_px`` - 40 (so the frame with its header <= 1920),
-                             RdBu_r with fixed symmetric limits +-max|w| over the whole sequence
-                             (``--per-frame``: the limits of each frame, as the animator did).
+``weights_<model>_<param>``  one per weight matrix or kernel bank (:func:`picture_worthy`), at most
+                             ``MAX_WEIGHT_VIDEOS`` (8) shared evenly over the models unless
+                             ``--all-weights``; keras_weight_animator style: the tensor mapped to 2D
+                             by :func:`weight_to_2d` (thin matrices folded into bands at about
+                             16:9), upscaled by the largest integer nearest-neighbour factor (never
+                             below 1) that keeps the width <= ``max_px`` (1920) and the height
+                             <= ``max_px`` - 40 - 34 (header, colour bar), RdBu_r with fixed
+                             symmetric limits +-max|w| over the whole sequence (``--per-frame``: the
+                             limits of each frame, as the animator did), colour bar below.
                              Floating-point tensors only (not buffers such as num_batches_tracked).
+``weights_small``            biases, scalars and other tensors too small for a picture: one line
+                             plot each over the steps (a line per value up to 8 values, else
+                             min / mean / max), y limits fixed over the run.
 ``slices_p<j>``              GAN: probe sample j, rows upsampled input / generated / truth /
                              difference, one column per variable (:func:`diagnostics.slices.slice_panel`);
                              field limits from meta ``clim``, difference limits meta ``diff_lim``
                              or else +-max|fake - truth| over the run; cells scaled to fit 1920 x 1080.
-``act_colordim``             GAN: the colorful dimension of every hooked layer (``act_hist/...``):
+``act_colordim``             GAN: the colorful dimension of every hooked layer (``act_hist/...``),
+                             drawn by :func:`diagnostics.render.colorful_panel` as in TensorBoard:
                              log1p(counts) of each snapshot's histogram as one column, bin 0 at the
-                             bottom (under/overflow bins included), growing to the right frame by frame;
-                             future columns grey; limits 0..max over the run per layer.
+                             bottom (under/overflow bins included), rows labelled with the bin edges,
+                             columns with the steps, growing to the right frame by frame; future
+                             columns grey; colour bar 0..max over the run per layer.
 ``summary``                  autoencoder: Brohan's 1920 x 1080 summary frame
                              (:func:`diagnostics.weightmaps.render_summary_frame`), neuron order from
                              the final snapshot (colour limits per run, also when compared).
 ==========================  =======================================================================
 
-Frame layout: each run's panel has a white header of ``HEADER`` (40) px, two text lines: the run label
+Frame layout: each run's panel (at least ``MIN_PANEL_W`` px wide) has a white header of ``HEADER`` (40) px, two text lines (shrunk or wrapped, never cut): the run label
 (name and its distinguishing overrides) and ``step <N>  <title>``; the panel content follows. Panels
 sit side by side left to right with ``PAD`` (4) px of grey between them, padded to even sides; with
 N runs each panel gets (max_px - 4 (N - 1)) / N px of width. A single-run summary video is the bare
@@ -35,6 +42,10 @@ Comparison (``--compare b c``) renders the views all runs support into ``RUN/vid
 over the INTERSECTION of their snapshot steps, so every panel of a frame shows the same step; colour
 limits are taken over all runs together. Each panel is labelled with its run name and the overrides
 that distinguish it (present in it and not in every other run).
+
+Every video lasts at least ``Encoding.min_seconds`` (5 s, ``--min-seconds``): with few snapshots each
+frame is sent several times (:func:`frame_hold`). The first frame is the first snapshot (step 0, the
+untrained state, in runs of both scripts).
 
 Videos stream to ffmpeg (imageio-ffmpeg, libx264 superfast crf 23, yuv420p, 12 fps by default; no
 PNG files) under a temporary name and are renamed
@@ -46,6 +57,7 @@ and a re-run skips those that are up to date. Frames render in ``--jobs`` worker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import multiprocessing as mp
@@ -58,15 +70,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import colorful_dimension, draw_text, pad_even, tile
+from .render import colorbar, fit_label_above, lines_panel, pad_even, tile
 from .rundir import atomic_write_text, commit
-from .weight_images import GAP_RGB, fit_factor, weight_frame, weight_to_2d  # noqa: F401 - re-exported
+from .weight_images import (  # noqa: F401 - re-exported
+    GAP_RGB,
+    fit_factor,
+    layout_note,
+    picture_worthy,
+    weight_frame,
+    weight_image,
+    weight_to_2d,
+)
 
 HEADER = 40  # px: two 20 px text lines above every panel
 PAD = 4  # px of background between panels of a comparison
 BACKGROUND = (224, 224, 224)
 MAX_PX = 1920
 FRAME_H = 1080  # height budget of slice and colorful-dimension frames
+MIN_PANEL_W = 480  # px: narrower panels are padded so their headers stay readable
+BAR = 34  # px: the colour bar under a weight frame
+MAX_WEIGHT_VIDEOS = 8  # weight videos by default (evenly over the tensors); --all-weights for all
+SMALL_LINES = 8  # a tensor with at most this many values is drawn one line per value
 INDEX_NAME = ".index.json"
 INDEX_FORMAT = 1
 
@@ -79,27 +103,10 @@ class VideoError(RuntimeError):
 # tensors to pixels
 
 
-def colordim_image(
-    counts: np.ndarray, upto: int, vmax: float, *, width: int, height: int
-) -> np.ndarray:
-    """Colorful dimension of one layer: counts (n_steps, n_bins) -> RGB, columns after ``upto`` grey
-    (``render.colorful_dimension``, as TensorBoard's ``act/.../colorful``; ``vmax`` fixed per run)."""
-    # counts: (n_steps, n_bins); column = snapshot, bin 0 drawn at the bottom (origin lower)
-    if counts.ndim != 2:
-        raise ValueError(f"colordim_image expects (n_steps, n_bins), got {counts.shape}")
-    fy = max(1, height // counts.shape[1])
-    fx = max(1, width // counts.shape[0])
-    return colorful_dimension(
-        counts.T, vmax=max(vmax, 1e-6), upto=upto, fy=fy, fx=fx, nan_rgb=GAP_RGB
-    )
-
-
 def header(width: int, line1: str, line2: str) -> np.ndarray:
-    """White strip of ``HEADER`` px with two text lines."""
-    strip = np.full((HEADER, width, 3), 255, np.uint8)
-    draw_text(strip, line1, (4, 2), size=14)
-    draw_text(strip, line2, (4, 21), size=14)
-    return strip
+    """White strip of ``HEADER`` px with two text lines (shrunk or wrapped to fit, never cut)."""
+    empty = np.zeros((0, width, 3), np.uint8)
+    return fit_label_above(empty, f"{line1}\n{line2}", height=HEADER, size=14)
 
 
 def hstack_panels(panels: Sequence[np.ndarray]) -> np.ndarray:
@@ -188,7 +195,16 @@ def _load_keys(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
 
 def scan_snapshot(path: Path) -> dict:
     """Everything the run-wide limits need from one snapshot (small, picklable)."""
-    out: dict = {"weights": {}, "act_hist": {}, "probe_diff": None, "probe_range": None, "keys": []}
+    out: dict = {
+        "weights": {},
+        "shapes": {},
+        "small": {},
+        "act_hist": {},
+        "act_edges": {},
+        "probe_diff": None,
+        "probe_range": None,
+        "keys": [],
+    }
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.files)
         out["keys"] = keys
@@ -198,8 +214,19 @@ def scan_snapshot(path: Path) -> dict:
                 # buffers such as num_batches_tracked are not weights to watch
                 if a.dtype.kind == "f" and a.size:
                     out["weights"][k] = float(np.nanmax(np.abs(a)))
+                    out["shapes"][k] = tuple(int(x) for x in a.shape)
+                    if not picture_worthy(a.shape):
+                        # a line per value, or min / mean / max of a longer vector
+                        v = a.astype(np.float64).reshape(-1)
+                        out["small"][k] = (
+                            v if v.size <= SMALL_LINES else np.array([v.min(), v.mean(), v.max()])
+                        )
             elif k.startswith("act_hist/"):
                 out["act_hist"][k] = np.asarray(z[k], dtype=np.int64)
+            elif k.startswith("act_edges/"):  # per-layer edges (auto bins), keyed like act_hist
+                out["act_edges"]["act_hist/" + k.removeprefix("act_edges/")] = np.asarray(
+                    z[k], dtype=np.float64
+                )
         if "probe/fake" in keys and "probe/truth" in keys:
             fake, truth = z["probe/fake"], z["probe/truth"]
             out["probe_diff"] = float(np.nanmax(np.abs(fake - truth)))
@@ -227,7 +254,7 @@ class Job:
     """One video: what to draw, over which steps, from which snapshot of each run."""
 
     name: str
-    kind: str  # weights | slices | colordim | summary
+    kind: str  # weights | small | slices | colordim | summary
     key: str
     steps: list[int]
     paths: list[list[Path]]  # [frame][run]
@@ -243,6 +270,12 @@ class Job:
             content = _RENDERERS[self.kind](self, i, r)
             if self.kind == "summary" and n == 1:
                 return pad_even(content, fill=BACKGROUND[0])
+            budget = max(1, (self.params.get("max_px", MAX_PX) - PAD * (n - 1)) // n)
+            min_w = min(MIN_PANEL_W, budget)
+            if content.shape[1] < min_w:
+                wide = np.full((content.shape[0], min_w, 3), 255, np.uint8)
+                wide[:, : content.shape[1]] = content[..., :3]
+                content = wide
             title = self.params.get("title", self.key)
             panels.append(
                 np.concatenate(
@@ -256,11 +289,40 @@ class Job:
 def _render_weights(job: Job, i: int, r: int) -> np.ndarray:
     w = _load_keys(job.paths[i][r], [job.key])[job.key]
     lim = float(np.nanmax(np.abs(w))) if job.params["per_frame"] and w.size else job.params["lim"]
+    lim = max(lim, 1e-12)
     n = len(job.labels)
     max_px = job.params["max_px"]
-    return weight_frame(
-        w, max(lim, 1e-12), max_w=max(1, (max_px - PAD * (n - 1)) // n), max_h=max_px - HEADER
+    img = weight_frame(
+        w, lim, max_w=max(1, (max_px - PAD * (n - 1)) // n), max_h=job.params["max_h"]
     )
+    bar = colorbar(img.shape[1], -lim, lim, "RdBu_r", label="weight")
+    if bar.shape[1] > img.shape[1]:
+        wide = np.full((img.shape[0], bar.shape[1], 3), 255, np.uint8)
+        wide[:, : img.shape[1]] = img
+        img = wide
+    return np.concatenate([img, bar], axis=0)
+
+
+def _render_small(job: Job, i: int, r: int) -> np.ndarray:
+    """Every small tensor (biases, scalars) as a line plot over the steps, up to frame ``i``."""
+    p = job.params
+    cells = []
+    for key in p["keys"]:
+        m = p["series"][r][key].copy()  # (k, n_steps)
+        m[:, i + 1 :] = np.nan
+        cells.append(
+            lines_panel(
+                m,
+                job.steps,
+                title=f"{key.removeprefix('weights/')} {p['shapes'][key]}",
+                names=p["names"][key],
+                ylim=p["ylim"][key],
+                plot_w=p["plot_w"],
+                plot_h=p["plot_h"],
+            )
+        )
+    h, w = max(c.shape[0] for c in cells), max(c.shape[1] for c in cells)
+    return tile([_pad_to(c, h, w) for c in cells], ncols=p["ncols"], pad=3, fill=BACKGROUND)
 
 
 def _render_slices(job: Job, i: int, r: int) -> np.ndarray:
@@ -284,16 +346,41 @@ def _render_slices(job: Job, i: int, r: int) -> np.ndarray:
 
 
 def _render_colordim(job: Job, i: int, r: int) -> np.ndarray:
+    from .render import colorful_panel
+
     p = job.params
     cells = []
     for layer in p["layers"]:
-        img = colordim_image(
-            p["counts"][r][layer], i, p["vmax"][layer], width=p["panel_w"], height=p["panel_h"]
+        # (n_steps, n_counts) -> (n_counts, n_steps); snapshots after frame i are still to come
+        m = p["counts"][r][layer].T.astype(np.float64)
+        m[:, i + 1 :] = np.nan
+        nb = m.shape[0]
+        edges = p["layer_edges"].get(layer)
+        if edges is None or len(edges) != nb - 1:
+            edges = p["edges"] if len(p["edges"]) == nb - 1 else np.arange(nb - 1)
+        cells.append(
+            colorful_panel(
+                m,
+                edges,
+                job.steps,
+                title=layer.removeprefix("act_hist/"),
+                value_label=p["value_label"],
+                vmax=p["vmax"][layer],
+                plot_w=p["panel_w"],
+                plot_h=p["panel_h"],
+                gap_rgb=GAP_RGB,
+            )
         )
-        strip = np.full((18, img.shape[1], 3), 255, np.uint8)
-        draw_text(strip, layer.removeprefix("act_hist/"), (3, 1), size=12)
-        cells.append(np.concatenate([strip, img], axis=0))
+    h, w = max(c.shape[0] for c in cells), max(c.shape[1] for c in cells)
+    cells = [_pad_to(c, h, w) for c in cells]
     return tile(cells, ncols=p["ncols"], pad=3, fill=BACKGROUND)
+
+
+def _pad_to(img: np.ndarray, h: int, w: int, fill=(255, 255, 255)) -> np.ndarray:
+    out = np.empty((h, w, 3), np.uint8)
+    out[:] = fill
+    out[: img.shape[0], : img.shape[1]] = img[..., :3]
+    return out
 
 
 def _render_summary(job: Job, i: int, r: int) -> np.ndarray:
@@ -308,6 +395,7 @@ _RENDERERS: dict[str, Callable[[Job, int, int], np.ndarray]] = {
     "slices": _render_slices,
     "colordim": _render_colordim,
     "summary": _render_summary,
+    "small": _render_small,
 }
 
 
@@ -315,8 +403,18 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def plan_jobs(runs: Sequence[Run], *, max_px: int = MAX_PX, per_frame: bool = False) -> list[Job]:
-    """Every video the runs support together, synchronised on the intersection of their steps."""
+def plan_jobs(
+    runs: Sequence[Run],
+    *,
+    max_px: int = MAX_PX,
+    per_frame: bool = False,
+    max_weight_videos: int | None = MAX_WEIGHT_VIDEOS,
+) -> list[Job]:
+    """Every video the runs support together, synchronised on the intersection of their steps.
+
+    Weight videos: one per matrix or kernel bank (:func:`picture_worthy`), at most
+    ``max_weight_videos`` of them (None: all), chosen evenly over the tensors in name order;
+    biases and other small tensors become line plots in one ``weights_small`` video."""
     steps = sorted(set.intersection(*(set(r.stats) for r in runs)))
     if not steps:
         raise VideoError(
@@ -331,10 +429,31 @@ def plan_jobs(runs: Sequence[Run], *, max_px: int = MAX_PX, per_frame: bool = Fa
         return sorted(k for k in set.intersection(*per_run) if k.startswith(prefix))
 
     float_keys = {k for r in runs for s in steps for k in r.stats[s]["weights"]}
-    for key in (k for k in keys_everywhere("weights/") if k in float_keys):
+    shapes = {k: v for r in runs for s in steps for k, v in r.stats[s]["shapes"].items()}
+    weight_keys = [k for k in keys_everywhere("weights/") if k in float_keys]
+    # a picture only where a tensor has one: matrices and kernel banks; the rest are line plots
+    big = [k for k in weight_keys if picture_worthy(shapes[k])]
+    small = [k for k in weight_keys if not picture_worthy(shapes[k])]
+    if max_weight_videos is not None and len(big) > max_weight_videos:
+        n_all = len(big)
+        big = _evenly_per_model(big, max_weight_videos)
+        print(
+            f"note: {len(big)} of {n_all} weight videos (evenly over each model's tensors); "
+            "--all-weights (make video ALL=1) renders every one",
+            file=sys.stderr,
+        )
+    for key in big:
         # a tensor missing from some snapshot (e.g. logged late) gets a video over the steps holding it
         idx = [i for i, s in enumerate(steps) if all(key in r.stats[s]["weights"] for r in runs)]
         lim = max(r.stats[steps[i]]["weights"][key] for r in runs for i in idx)
+        shown = weight_to_2d(np.zeros(shapes[key], np.float32))
+        full = weight_image(np.zeros(shapes[key], np.float32))
+        fold = (
+            f", folded from {full.shape[0]}x{full.shape[1]} into {shown.shape[0]}x{shown.shape[1]}"
+            if full.shape != shown.shape
+            else ""
+        )
+        scale = "per frame" if per_frame else f"+-{lim:.3g} over the run"
         jobs.append(
             Job(
                 _safe(key.replace("/", "_")),
@@ -343,15 +462,93 @@ def plan_jobs(runs: Sequence[Run], *, max_px: int = MAX_PX, per_frame: bool = Fa
                 [steps[i] for i in idx],
                 [paths[i] for i in idx],
                 labels,
-                {"lim": lim, "per_frame": per_frame, "max_px": max_px},
+                {
+                    "lim": lim,
+                    "per_frame": per_frame,
+                    "max_px": max_px,
+                    "max_h": max(1, max_px - HEADER - BAR),
+                    "title": f"{key.removeprefix('weights/')} {shapes[key]}, scale {scale}; "
+                    f"{layout_note(shapes[key])}{fold}",
+                },
             )
         )
+    small = [k for k in small if all(k in r.stats[s]["small"] for r in runs for s in steps)]
+    if small:
+        jobs.append(_plan_small(runs, steps, paths, labels, small, shapes, max_px))
     kinds = {r.meta.get("kind") for r in runs}
     if kinds == {"gan"}:
         jobs += _plan_gan(runs, steps, paths, labels, max_px)
     elif kinds == {"autoencoder"}:
         jobs += _plan_summary(runs, steps, paths, labels)
     return jobs
+
+
+def _evenly_per_model(keys: list[str], cap: int) -> list[str]:
+    """At most ``cap`` of ``weights/<model>/...`` keys: the cap shared out over the models as
+    evenly as their counts allow, each model's share spread evenly over its tensors (first and
+    last included), name order kept."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.split("/")[1], []).append(k)
+    share = dict.fromkeys(groups, 0)
+    left = cap
+    while left > 0 and any(share[m] < len(g) for m, g in groups.items()):
+        for m, g in groups.items():
+            if left and share[m] < len(g):
+                share[m] += 1
+                left -= 1
+    picked = set()
+    for m, g in groups.items():
+        if share[m]:
+            picked |= {g[int(round(x))] for x in np.linspace(0, len(g) - 1, share[m])}
+    return [k for k in keys if k in picked]
+
+
+def _plan_small(runs, steps, paths, labels, keys, shapes, max_px) -> Job:
+    series = [
+        {k: np.stack([r.stats[s]["small"][k] for s in steps], axis=1) for k in keys} for r in runs
+    ]
+    ylim = {}
+    for k in keys:
+        vals = np.concatenate([ser[k].reshape(-1) for ser in series])
+        vals = vals[np.isfinite(vals)]
+        ylim[k] = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+    names = {
+        k: (
+            ["min", "mean", "max"]
+            if int(np.prod(shapes[k])) > SMALL_LINES
+            else ([f"[{j}]" for j in range(int(np.prod(shapes[k])))] if shapes[k] else ["value"])
+        )
+        for k in keys
+    }
+    from .render import AX_BOTTOM, AX_LEFT, AX_RIGHT, AX_TITLE
+
+    n = len(runs)
+    ncols = int(np.ceil(np.sqrt(len(keys))))
+    nrows = -(-len(keys) // ncols)
+    budget_w = (max_px - PAD * (n - 1)) // n
+    plot_w = max(60, min(480, (budget_w - 3) // ncols - AX_LEFT - AX_RIGHT - 3))
+    plot_h = max(40, min(240, (FRAME_H - HEADER - 3) // nrows - AX_TITLE - AX_BOTTOM - 3))
+    return Job(
+        "weights_small",
+        "small",
+        "weights_small",
+        list(steps),
+        paths,
+        labels,
+        {
+            "keys": keys,
+            "series": series,
+            "ylim": ylim,
+            "names": names,
+            "shapes": {k: shapes[k] for k in keys},
+            "ncols": ncols,
+            "plot_w": plot_w,
+            "plot_h": plot_h,
+            "max_px": max_px,
+            "title": "small tensors (biases, scalars) over the run",
+        },
+    )
 
 
 def _labels(runs: Sequence[Run]) -> list[str]:
@@ -417,6 +614,7 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
                         "cell_px": f * max(h, w),
                         "scaling": physical_ranges(runs[0].meta.get("scaling")),
                         "title": f"probe {j}",
+                        "max_px": max_px,
                     },
                 )
             )
@@ -426,6 +624,8 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
         )
     )
     if layers:
+        from .activations import VALUE_LABELS
+
         counts = []
         for r in runs:
             per = {}
@@ -441,6 +641,11 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
         vmax = {layer: float(max(np.log1p(c[layer]).max() for c in counts)) for layer in layers}
         nb = max(c[layer].shape[1] for c in counts for layer in layers)
         ncols = int(np.ceil(np.sqrt(len(layers))))
+        nrows = -(-len(layers) // ncols)
+        from .render import AX_BOTTOM, AX_TITLE
+
+        # a cell is title + plot + x axis + colour bar (34) + 3 px padding; all rows fit FRAME_H
+        fit_h = (FRAME_H - HEADER - 3) // nrows - AX_TITLE - AX_BOTTOM - 34 - 3
         jobs.append(
             Job(
                 "act_colordim",
@@ -453,9 +658,28 @@ def _plan_gan(runs, steps, paths, labels, max_px) -> list[Job]:
                     "layers": layers,
                     "counts": counts,
                     "vmax": vmax,
-                    "panel_w": max(len(steps), min(480, (max_px // len(runs)) // ncols - 6)),
-                    "panel_h": max(nb, 160),
+                    "panel_w": max(len(steps), min(480, (max_px // len(runs)) // ncols - 76)),
+                    "panel_h": max(nb, min(160, fit_h)),
+                    "edges": list(runs[0].meta.get("act_edges") or []),
+                    # auto bins: each layer's edges as its newest snapshot has them
+                    "layer_edges": {
+                        layer: e
+                        for layer in layers
+                        for e in [
+                            next(
+                                (
+                                    runs[0].stats[s]["act_edges"][layer]
+                                    for s in reversed(steps)
+                                    if layer in runs[0].stats[s].get("act_edges", {})
+                                ),
+                                None,
+                            )
+                        ]
+                        if e is not None
+                    },
+                    "value_label": VALUE_LABELS.get(str(runs[0].meta.get("act_transform", "abs"))),
                     "ncols": ncols,
+                    "max_px": max_px,
                     "title": "colorful dimension",
                 },
             )
@@ -502,19 +726,32 @@ class Encoding:
     """ffmpeg settings; part of a video's up-to-date check."""
 
     fps: float = 12
+    # a few snapshots at 12 fps flash past in under a second: every frame is held (repeated) so
+    # that a video lasts at least this long
+    min_seconds: float = 5.0
     # superfast/23 encoded 1080p summary frames at 26 fps on one loaded core (veryfast/18 with
     # tune=animation: 7 fps, the bottleneck of the whole pipeline) with the same mean error
     crf: int = 23
     preset: str = "superfast"
 
 
-def encode_video(
-    frames: Iterable[np.ndarray], path: str | os.PathLike, enc: Encoding = Encoding()
-) -> int:
-    """Stream RGB frames to an H.264 MP4 at ``path``; written under a temporary name, renamed when done.
+def frame_hold(n_frames: int, enc: Encoding) -> int:
+    """How many times each of ``n_frames`` frames is sent so the video lasts >= ``enc.min_seconds``."""
+    return max(1, int(np.ceil(enc.min_seconds * enc.fps / max(n_frames, 1) - 1e-9)))
 
-    Returns the number of frames. If the frame source raises, nothing is left at ``path`` or the
-    temporary name and the exception propagates.
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike,
+    enc: Encoding = Encoding(),
+    *,
+    hold: int = 1,
+) -> int:
+    """Stream RGB frames to an H.264 MP4 at ``path``, each sent ``hold`` times; written under a
+    temporary name, renamed when done.
+
+    Returns the number of frames written. If the frame source raises, nothing is left at
+    ``path`` or the temporary name and the exception propagates.
     """
     import imageio_ffmpeg
 
@@ -548,8 +785,10 @@ def encode_video(
                 writer.send(None)
             elif frame.shape[:2] != size:
                 raise ValueError(f"frame {n} is {frame.shape[:2]}, the video is {size}")
-            writer.send(np.ascontiguousarray(frame))
-            n += 1
+            frame = np.ascontiguousarray(frame)
+            for _ in range(hold):
+                writer.send(frame)
+                n += 1
         if writer is None:
             raise ValueError(f"{final}: no frames to write")
         writer.close()
@@ -599,13 +838,37 @@ def mp_context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Under ``python -m diagnostics.video``, workers do not re-run this module as their
+    ``__mp_main__``: that re-import printed a runpy RuntimeWarning per worker and pool (64 with
+    ``--jobs 2``) and cost a second import. Jobs pickle as ``diagnostics.video.Job`` (the
+    ``__main__`` block calls the imported module), so workers need nothing from ``__main__``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or getattr(spec, "name", None) != __name__:
+        yield
+        return
+    path = main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if path is not None:
+            main.__file__ = path
+
+
 def iter_frames(job: Job, jobs: int = 1) -> Iterator[np.ndarray]:
     """Frames of ``job`` in order, rendered in ``jobs`` worker processes (in this process when 1)."""
     if jobs <= 1:
         for i in range(len(job.steps)):
             yield job.render(i)
         return
-    with mp_context().Pool(jobs, initializer=_init_worker, initargs=(job,)) as pool:
+    with (
+        _main_not_reimported(),
+        mp_context().Pool(jobs, initializer=_init_worker, initargs=(job,)) as pool,
+    ):
         yield from pool.imap(_render_task, range(len(job.steps)), chunksize=1)
 
 
@@ -613,7 +876,10 @@ def scan_runs(runs: Sequence[Run], jobs: int = 1) -> None:
     """Fill each run's ``stats`` from its snapshots; unreadable ones are reported and dropped."""
     tasks = [p for r in runs for p in r.snapshots.values()]
     if jobs > 1 and len(tasks) > 1:
-        with mp_context().Pool(jobs, initializer=_init_worker, initargs=(None,)) as pool:
+        with (
+            _main_not_reimported(),
+            mp_context().Pool(jobs, initializer=_init_worker, initargs=(None,)) as pool,
+        ):
             results = pool.map(_scan_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs)))
     else:
         results = [_scan_task(p) for p in tasks]
@@ -669,6 +935,7 @@ def render_runs(
     max_px: int = MAX_PX,
     per_frame: bool = False,
     progress: bool = True,
+    max_weight_videos: int | None = MAX_WEIGHT_VIDEOS,
 ) -> dict[str, Path]:
     """Render every video the runs support together (one run, or a comparison); name -> path written.
 
@@ -685,7 +952,12 @@ def render_runs(
             )
     out = Path(out_dir)
     index_path = out / INDEX_NAME
-    options = {"enc": [enc.fps, enc.crf, enc.preset], "max_px": max_px, "per_frame": per_frame}
+    options = {
+        "enc": [enc.fps, enc.crf, enc.preset, enc.min_seconds],
+        "max_px": max_px,
+        "per_frame": per_frame,
+        "max_weight_videos": max_weight_videos,
+    }
     index = {} if force else _read_index(index_path)
     signature = _signature(runs)
     done = index.get("videos", {})
@@ -700,7 +972,9 @@ def render_runs(
         return {}
 
     scan_runs(runs, jobs)
-    planned = planned_all = plan_jobs(runs, max_px=max_px, per_frame=per_frame)
+    planned = planned_all = plan_jobs(
+        runs, max_px=max_px, per_frame=per_frame, max_weight_videos=max_weight_videos
+    )
     if only:
         planned = [j for j in planned if fnmatch.fnmatch(j.name, only) or only in j.name]
         if not planned:
@@ -736,7 +1010,9 @@ def render_runs(
                     yield f
                     bar.update(1)
 
-            encode_video(counted(iter_frames(j, jobs)), target, enc)
+            encode_video(
+                counted(iter_frames(j, jobs)), target, enc, hold=frame_hold(len(j.steps), enc)
+            )
             written[j.name] = target
             done[j.name] = j.steps
             _write_index(
@@ -778,6 +1054,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fps", type=float, default=12, help="frames per second (default 12)")
     p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=Encoding.min_seconds,
+        help="shortest video: each snapshot's frame is held (repeated) to last at least this "
+        f"long (default {Encoding.min_seconds:g})",
+    )
+    p.add_argument(
+        "--all-weights",
+        action="store_true",
+        help=f"a video for every weight matrix and kernel bank (default: {MAX_WEIGHT_VIDEOS}, "
+        "evenly over the tensors); biases and other small tensors are always line plots in "
+        "weights_small",
+    )
+    p.add_argument(
         "--jobs", type=int, default=1, help="render processes (default 1: in this process)"
     )
     p.add_argument("--force", action="store_true", help="re-render videos that are up to date")
@@ -806,7 +1096,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 when a run cannot be rendered)."""
     args = build_parser().parse_args(argv)
-    enc = Encoding(fps=args.fps, crf=args.crf, preset=args.preset)
+    enc = Encoding(fps=args.fps, crf=args.crf, preset=args.preset, min_seconds=args.min_seconds)
     groups = [[args.runs[0], *args.compare]] if args.compare else [[r] for r in args.runs]
     if args.compare and len(args.runs) > 1:
         print("error: --compare takes exactly one RUN before it", file=sys.stderr)
@@ -822,6 +1112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_px=args.max_px,
                 per_frame=args.per_frame,
                 progress=not args.no_progress,
+                max_weight_videos=None if args.all_weights else MAX_WEIGHT_VIDEOS,
             )
             for path in written.values():
                 print(path)
@@ -832,4 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, so that jobs pickle as diagnostics.video.Job
+    from diagnostics.video import main as _main
+
+    sys.exit(_main())

@@ -32,6 +32,7 @@ from .render import CMAPS, apply_cmap, label_above, upscale_nearest, with_colorb
 GAP_RGB = (160, 160, 160)  # separators between kernel tiles (NaN in the 2D layout)
 LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 MIN_NUMEL = 8  # fewer weights than this: a picture says nothing
+MAX_ASPECT = 4  # a longer side more than this many times the shorter one is folded
 TITLE_MIN_W = 360  # px: narrow images are padded so their titles stay readable
 
 
@@ -76,13 +77,22 @@ def _fold(img: np.ndarray, limit: int) -> np.ndarray:
 
 
 def weight_to_2d(w, max_cols: int = 1920, max_rows: int = 1880) -> np.ndarray:
-    """:func:`weight_image`, folded to fit: wider than ``max_cols`` -> chunks of ``max_cols``
-    columns stacked top to bottom one NaN row apart; taller than ``max_rows`` -> chunks side by
-    side. So Brohan's (32, 16380) encoder keeps one pixel per weight within 1920 px."""
+    """:func:`weight_image`, folded to a readable shape and to fit: a thin matrix (one side more
+    than ``MAX_ASPECT`` times the other) is cut along its long side into chunks laid one NaN line
+    apart, about 16:9 overall; then wider than ``max_cols`` -> chunks of ``max_cols`` columns
+    stacked top to bottom; taller than ``max_rows`` -> chunks side by side. So Brohan's
+    (32, 16380) encoder keeps one pixel per weight, as 17 bands of 964 columns."""
     return _fold_to_fit(np.asarray(weight_image(w), dtype=np.float32), max_cols, max_rows)
 
 
 def _fold_to_fit(img: np.ndarray, max_cols: int, max_rows: int) -> np.ndarray:
+    h, w = img.shape
+    if min(h, w) >= 2 and max(h, w) > MAX_ASPECT * min(h, w):
+        # k bands of the long side L: (k (s + 1)) / (L / k) ~ 9 / 16 for the short side s
+        s, long = min(h, w), max(h, w)
+        k = max(2, int(round(np.sqrt(9 / 16 * long / (s + 1)))))
+        chunk = -(-long // k)
+        img = _fold(img, chunk) if w > h else _fold(img.T, chunk).T  # tall: bands side by side
     if img.shape[1] > max_cols:
         img = _fold(img, max_cols)
     elif img.shape[0] > max_rows:

@@ -230,17 +230,145 @@ class Writer:
         step: int = 0,
         tag: str = "default",
         metadata_header=None,
+        keep: int = 3,
     ) -> None:
-        """Projector export (tensor, metadata, sprite and config under ``log_dir/<step>/<tag>``)."""
+        """Projector export: ``log_dir/projector/<tag>_<step>/`` holds ``tensors.tsv``,
+        ``metadata.tsv`` and ``sprite.png``; ``log_dir/projector_config.pbtxt`` lists the newest
+        ``keep`` exports per tag, newest first (the projector opens the first), with their shapes.
+
+        TensorBoard's projector reads every listed tensor before its tab appears, so a long run's
+        hundred exports would delay it; older exports stay on disk (and in ``embeddings/*.nc``).
+        ``SummaryWriter.add_embedding`` put each under ``<step>/<tag with %2f>/`` and listed all.
+        """
         if not self.is_writer:
             return
-        self._tb.add_embedding(
-            mat,
-            metadata=metadata,
-            label_img=label_img,
-            global_step=step,
-            tag=tag,
-            metadata_header=metadata_header,
+        from google.protobuf import text_format
+        from PIL import Image
+        from tensorboard.plugins.projector import projector_config_pb2
+
+        # mat: (n, d); label_img: (n, 3, s, s) floats in [0, 1]
+        x = np.asarray(mat.detach().cpu() if isinstance(mat, torch.Tensor) else mat, np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"embedding {tag!r}: expected (n, d), got {x.shape}")
+        name = f"{tag.replace('/', '_')}_{int(step):08d}"
+        d = self.log_dir / "projector" / name
+        d.mkdir(parents=True, exist_ok=True)
+        np.savetxt(d / "tensors.tsv", x, delimiter="\t", fmt="%.6g")
+        rel = f"projector/{name}"
+        emb = projector_config_pb2.EmbeddingInfo(
+            tensor_name=f"{tag}:{int(step):08d}", tensor_path=f"{rel}/tensors.tsv"
+        )
+        emb.tensor_shape.extend(list(x.shape))
+        if metadata is not None:
+            rows = [metadata_header] if metadata_header else []
+            rows += [r if isinstance(r, list | tuple) else [r] for r in metadata]
+            lines = ["\t".join(str(c).replace("\t", " ") for c in r) for r in rows]
+            (d / "metadata.tsv").write_text("\n".join(lines) + "\n")
+            emb.metadata_path = f"{rel}/metadata.tsv"
+        if label_img is not None:
+            im = (
+                label_img.detach().cpu().numpy()
+                if isinstance(label_img, torch.Tensor)
+                else label_img
+            )
+            im = np.asarray(im, np.float32)  # (n, 3, s, s)
+            n, _, side, _ = im.shape
+            k = int(np.ceil(np.sqrt(n)))
+            sheet = np.zeros((k * side, k * side, 3), np.uint8)
+            for i in range(n):
+                r, c = divmod(i, k)
+                tile = np.clip(im[i].transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
+                sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = tile
+            Image.fromarray(sheet).save(d / "sprite.png")
+            emb.sprite.image_path = f"{rel}/sprite.png"
+            emb.sprite.single_image_dim.extend([side, side])
+        cfg_path = self.log_dir / "projector_config.pbtxt"
+        config = projector_config_pb2.ProjectorConfig()
+        if cfg_path.is_file():
+            text_format.Parse(cfg_path.read_text(), config)
+        kept = [e for e in config.embeddings if e.tensor_name != emb.tensor_name]
+        same = [e for e in kept if e.tensor_name.rsplit(":", 1)[0] == tag][: max(keep - 1, 0)]
+        other = [e for e in kept if e.tensor_name.rsplit(":", 1)[0] != tag]
+        new = projector_config_pb2.ProjectorConfig()
+        new.embeddings.extend([emb, *same, *other])
+        tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+        tmp.write_text(text_format.MessageToString(new))
+        os.replace(tmp, cfg_path)
+
+    def custom_scalars(self, layout: Mapping[str, Mapping[str, list]]) -> None:
+        """The Custom Scalars dashboard layout: ``{category: {chart: ["Multiline", [regex, ...]]}}``
+        (``"Margin"`` charts take [value, lower, upper] tags). Categories show in the given order."""
+        if not self.is_writer:
+            return
+        self._tb.add_custom_scalars({k: dict(v) for k, v in layout.items()})
+
+    def hparams(self, hparams: Mapping[str, object], metrics: list[str]) -> None:
+        """HParams records in this run's own event file: the run's configuration (``hparams``,
+        values bool, number or str; anything else as its str) and the scalar tags whose last
+        values the HParams tab shows as metrics. (``SummaryWriter.add_hparams`` would make a
+        second run in a sub-directory.) :meth:`hparams_end` marks the session finished."""
+        if not self.is_writer:
+            return
+        from google.protobuf import struct_pb2
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        values, infos = {}, []
+        for k, v in hparams.items():
+            if isinstance(v, bool):
+                values[str(k)] = struct_pb2.Value(bool_value=v)
+                kind = api_pb2.DATA_TYPE_BOOL
+            elif isinstance(v, int | float):
+                values[str(k)] = struct_pb2.Value(number_value=float(v))
+                kind = api_pb2.DATA_TYPE_FLOAT64
+            else:
+                values[str(k)] = struct_pb2.Value(string_value=str(v))
+                kind = api_pb2.DATA_TYPE_STRING
+            infos.append(api_pb2.HParamInfo(name=str(k), type=kind))
+        experiment = api_pb2.Experiment(
+            hparam_infos=infos,
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics],
+        )
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for k, v in values.items():
+            start.hparams[k].CopyFrom(v)
+        self._hparams_record(
+            "_hparams_/experiment", plugin_data_pb2.HParamsPluginData(experiment=experiment)
+        )
+        self._hparams_record(
+            "_hparams_/session_start_info",
+            plugin_data_pb2.HParamsPluginData(session_start_info=start),
+        )
+
+    def hparams_end(self, status: str = "success") -> None:
+        """Close the HParams session: ``success``, ``failure``, ``running`` or ``unknown``."""
+        if not self.is_writer:
+            return
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+        code = {
+            "success": api_pb2.STATUS_SUCCESS,
+            "failure": api_pb2.STATUS_FAILURE,
+            "running": api_pb2.STATUS_RUNNING,
+        }.get(status, api_pb2.STATUS_UNKNOWN)
+        end = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
+        self._hparams_record(
+            "_hparams_/session_end_info", plugin_data_pb2.HParamsPluginData(session_end_info=end)
+        )
+
+    def _hparams_record(self, tag: str, data) -> None:
+        # the layout of tensorboard.plugins.hparams.summary (which needs TensorFlow): plugin
+        # metadata holding the record, on an empty string tensor
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.types_pb2 import DT_STRING
+        from tensorboard.plugins.hparams import metadata
+
+        data.version = metadata.PLUGIN_DATA_VERSION
+        meta = metadata.create_summary_metadata(data)
+        tensor = TensorProto(dtype=DT_STRING, string_val=[b""])
+        tensor.tensor_shape.SetInParent()
+        self._tb._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)])
         )
 
     def flush(self) -> None:

@@ -267,6 +267,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("safe_name", _refusing(safe_run_name), replace=True)
     OmegaConf.register_new_resolver("run_dir", _refusing(cli_run_dir), replace=True)
     OmegaConf.register_new_resolver("safe_subdir", _refusing(safe_subdir), replace=True)
+    OmegaConf.register_new_resolver("run_label", _run_label_resolver, replace=True)
 
 
 def _refusing(fn: Callable) -> Callable:
@@ -308,6 +309,37 @@ def safe_run_name(name: str) -> str:
     return raw
 
 
+def _run_label_resolver(stamp) -> str:
+    """``${run_label:<stamp>}``: :func:`run_label` of this Hydra job's overrides (none when the
+    config is composed outside a Hydra app, e.g. with the compose API in tests)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().job.override_dirname
+    except (ImportError, ValueError):
+        overrides = ""
+    return run_label(overrides, stamp)
+
+
+def run_label(override_dirname, stamp) -> str:
+    """The default run name: the run's overrides as Hydra's ``override_dirname`` lists them,
+    made one safe path component, then the start time: ``exp=small_train.lr_g=3e-4_<stamp>``.
+
+    So runs that differ by an override are told apart by name (TensorBoard's run list, the video
+    labels); a run without overrides is named by its time alone. ``+`` is dropped, ``,`` becomes
+    ``_`` and any character :func:`safe_run_name` refuses becomes ``-``; beyond 120 characters the
+    label is cut and an 8-digit hash of the whole keeps names apart."""
+    import hashlib
+
+    raw = str(override_dirname or "")
+    s = ",".join(part.lstrip("+~") for part in raw.split(",") if part.strip("+~"))
+    s = re.sub(r"[^A-Za-z0-9._=-]+", "-", s.replace(",", "_")).strip("-.")
+    s = s.replace("..", "-")
+    if len(s) > 120:
+        s = s[:120].rstrip("-._") + "-" + hashlib.sha1(raw.encode()).hexdigest()[:8]
+    return f"{s}_{stamp}" if s else str(stamp)
+
+
 def safe_subdir(override_dirname: str) -> str:
     """A sweep job's sub-directory from Hydra's ``override_dirname``, as one path component.
 
@@ -325,12 +357,15 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
 
 
 # ------------------------------------------------------------------------------ run directory
-def check_run_target(run_dir: str | os.PathLike, kind: str, *, resume: bool) -> None:
+def check_run_target(
+    run_dir: str | os.PathLike, kind: str, *, resume: bool, check_lock: bool = True
+) -> None:
     """Refuse (``RunError``) a run directory this script must not use, before anything is written.
 
     ``resume=`` must name an existing run directory of this script (``kind`` is its
     ``experiment``: ``gan`` or ``autoencoder``) with a config or checkpoints; any existing run
-    directory must be of this script and not held by a live run (see ``RunLock``).
+    directory must be of this script and not held by a live run (see ``RunLock``; not checked
+    with ``check_lock=False``: the other ranks of a torchrun job, whose rank 0 holds the lock).
     """
     d = Path(run_dir)
     if resume:
@@ -359,7 +394,7 @@ def check_run_target(run_dir: str | os.PathLike, kind: str, *, resume: bool) -> 
                 "nothing was written (resume it with its own script)"
             )
     lock = RunLock(d)
-    held = lock.holder_info()
+    held = lock.holder_info() if check_lock else None
     if held is not None and not _peer_of(held):
         raise RunError(f"{d} is in use by another run ({lock._describe()}); nothing was written")
 
@@ -628,6 +663,9 @@ def check_seed(seed) -> None:
 def write_summary(run_dir: str | os.PathLike, summary: Mapping) -> None:
     """``summary.json`` written atomically: after any stop it says how the run ended."""
     atomic_write_bytes(json.dumps(dict(summary), indent=2).encode(), Path(run_dir) / SUMMARY_FILE)
+    if summary.get("status") != "running":  # the start was logged by open_run
+        at = f" at step {summary['step']}" if summary.get("step") is not None else ""
+        log.info("%s%s; run directory: %s", summary.get("status"), at, Path(run_dir).resolve())
 
 
 SUMMARY_FILE = "summary.json"  # how the run ended, its metrics (both scripts; README "Run files")
@@ -776,7 +814,8 @@ def open_run(
 
     check_joined(kind)
     run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
-    check_run_target(run_dir, kind, resume=bool(cfg.resume))
+    # Only rank 0 takes the lock: another rank would find it held by its own job's rank 0.
+    check_run_target(run_dir, kind, resume=bool(cfg.resume), check_lock=is_main)
     lock = None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -786,7 +825,35 @@ def open_run(
         cfg = resume_config(cfg, run_dir, mutable=mutable, overrides=overrides)
     if is_main:
         atomic_write_bytes(OmegaConf.to_yaml(cfg).encode(), run_dir / "config.yaml")
+        log.info("run directory: %s", run_dir.resolve())
     return cfg, run_dir, lock
+
+
+CONSOLE_EXTRA = ("gan/gap",)  # besides the losses, on the console line of a log step
+
+
+def console_line(step: int, values: Mapping[str, float], rate: float) -> str:
+    """A short console line for a log step: the losses (and ``CONSOLE_EXTRA``), 4 digits each;
+    every other scalar is in TensorBoard."""
+    shown = [
+        f"{k}={float(v):.4g}"
+        for k, v in values.items()
+        if k.startswith("loss/") or k in CONSOLE_EXTRA
+    ]
+    return f"step {step} {' '.join(shown)} ({rate:.2f} steps/s)"
+
+
+def tensorboard_layout(writer, cfg, models, *, gan: bool, metrics, start: int) -> None:
+    """Custom Scalars layout and HParams records (config + the metrics' tags) of a new run;
+    a resumed run has them from its first start."""
+    from diagnostics.layout import flat_hparams, scalar_layout
+
+    if start:
+        return
+    writer.custom_scalars(scalar_layout(list(models), gan=gan))
+    hp = flat_hparams(cfg)
+    hp["run_name"] = str(writer.log_dir.name)
+    writer.hparams(hp, list(metrics))
 
 
 # ------------------------------------------------------------------------------ the loop's end
@@ -889,6 +956,7 @@ def end_run(run: Outcome, *, monitor, writer, pbar=None, lock=None, diag=None) -
     try:
         verdict = monitor.finish(run.step)
         writer.text(tags.RUN_STATUS, f"{run.status} at step {run.step}", run.step)
+        writer.hparams_end("success" if run.status == "completed" else "failure")
         if diag is not None:
             log.info("diagnostics: %s", diag.summary())
         log.info("diagnostics cost:\n%s", writer.cost_report())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from experiments.models.gan3d import upsample
+
 
 def gradient_penalty(
     critic, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor
@@ -28,18 +30,53 @@ def generator_loss(score_fake: torch.Tensor) -> torch.Tensor:
     return -score_fake.mean()
 
 
-def content_loss(pred: torch.Tensor, truth: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def content_loss(
+    pred: torch.Tensor,
+    truth: torch.Tensor,
+    kind: str = "mse",
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pixel-wise content loss added to the adversarial term (``train.content_weight``).
 
     The physical-field SR-GANs pair the adversarial loss with a content loss so the generator
     stays close to the truth while the critic adds small-scale power (Stengel et al. 2020, PNAS;
-    Leinonen et al. 2020, IEEE TGRS).
+    Leinonen et al. 2020, IEEE TGRS). With ``reference`` (one positive number per variable, e.g.
+    :func:`trilinear_reference`) each variable's loss is divided by its reference before the
+    mean over variables, so a variable with little variance weighs as much as the others.
     """
     # (B, V, D, H, W)
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
-    if kind == "mse":
-        return torch.nn.functional.mse_loss(pred, truth)
-    if kind == "l1":
+    if kind not in ("mse", "l1"):
+        raise ValueError(f"content loss must be 'mse' or 'l1', got {kind!r}")
+    if reference is None:
+        if kind == "mse":
+            return torch.nn.functional.mse_loss(pred, truth)
         return torch.nn.functional.l1_loss(pred, truth)
-    raise ValueError(f"content loss must be 'mse' or 'l1', got {kind!r}")
+    err = (pred - truth) ** 2 if kind == "mse" else (pred - truth).abs()
+    if reference.shape != (pred.shape[1],):
+        raise ValueError(
+            f"reference must hold one value per variable ({pred.shape[1]}), "
+            f"got shape {tuple(reference.shape)}"
+        )
+    per_var = err.transpose(0, 1).flatten(1).mean(dim=1)  # (V,)
+    return (per_var / reference.to(per_var)).mean()
+
+
+def trilinear_reference(
+    x: torch.Tensor, y: torch.Tensor, factor: int, kind: str = "mse", chunk: int = 64
+) -> torch.Tensor:
+    """Per-variable content loss of trilinear upsampling on fixed crops: (V,), every entry > 0.
+
+    ``x`` coarse inputs (N, V, d, h, w), ``y`` their truths (N, V, D, H, W). The reference of
+    ``train.content_norm=trilinear``: computed once on training crops at the start of a run.
+    """
+    total = torch.zeros(y.shape[1], dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        up = upsample(x[i : i + chunk], factor)
+        err = (up - y[i : i + chunk]) ** 2 if kind == "mse" else (up - y[i : i + chunk]).abs()
+        total += err.transpose(0, 1).flatten(1).double().sum(dim=1)
+    ref = (total / (y.numel() / y.shape[1])).float()
+    if not bool(torch.all(ref > 0)):
+        raise ValueError(f"trilinear reference must be > 0 for every variable, got {ref.tolist()}")
+    return ref

@@ -41,6 +41,7 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
 from diagnostics.hooks import probe_mode
+from diagnostics.layout import AE_METRICS
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.weightmaps import context_from_arrays, render_summary_frame
@@ -181,6 +182,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     probe = x_val[int(cfg.probe_index)].unsqueeze(0)  # (1, F): the fixed validation field
     meta = snapshot_meta(cfg, data, model, n_steps)
     writer = Writer(run_dir, purge_step=start + 1 if start else None)
+    common.tensorboard_layout(writer, cfg, ["AE"], gan=False, metrics=AE_METRICS, start=start)
     weight_imgs = (
         WeightImages({"AE": model}, writer, deltas=bool(cfg.frames.weight_deltas))
         if cfg.frames.weight_images
@@ -243,6 +245,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                 if diag.due("scalars", step):
                     diag.report(tags.STEPS_PER_S, run.steps_per_s())
                 if diag.step(step):
+                    log.info("%s", common.console_line(step, diag.last, run.steps_per_s()))
                     with writer.cost("health"):
                         monitor.update(step, diag.history)
                     if monitor.should_stop:

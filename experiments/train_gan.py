@@ -46,13 +46,20 @@ from diagnostics.core import Diagnostics
 from diagnostics.embeddings import EmbeddingLogger
 from diagnostics.gan import GanBalance
 from diagnostics.health import HealthMonitor, all_finite, named_grads, nonfinite_report
+from diagnostics.layout import GAN_METRICS
 from diagnostics.snapshots import SnapshotWriter
 from diagnostics.weight_images import WeightImages
 from diagnostics.writer import Writer
 from experiments import common, distributed, schema
 from experiments.data import mantle, plausibility
 from experiments.gan_probe import Probes
-from experiments.losses import content_loss, critic_loss, generator_loss, gradient_penalty
+from experiments.losses import (
+    content_loss,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    trilinear_reference,
+)
 from experiments.models.gan3d import Critic, Generator, ema_update, init_weights, upsample
 from experiments.schema import ConfigError
 
@@ -82,6 +89,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.train.content_loss not in ("mse", "l1"):
         raise ConfigError(
             f"train.content_loss must be 'mse' or 'l1', got {cfg.train.content_loss!r}"
+        )
+    if cfg.train.content_norm not in ("none", "trilinear"):
+        raise ConfigError(
+            f"train.content_norm must be 'none' or 'trilinear', got {cfg.train.content_norm!r}"
         )
     if cfg.data.train_steps is None and not 0 <= float(cfg.data.val_fraction) < 1:
         raise ConfigError(
@@ -507,6 +518,7 @@ class GanStep:
     ema_decay: float
     content_weight: float
     content_loss: str
+    content_reference: torch.Tensor | None = None  # train.content_norm: per-variable divisors
 
     def pretrain(self, step: int) -> None:
         """A generator-only MSE step."""
@@ -544,7 +556,7 @@ class GanStep:
         adv = generator_loss(n.D_fw(fake, upsample(x, f)))
         loss_g = adv
         if self.content_weight > 0:
-            content = content_loss(fake, y, self.content_loss)
+            content = content_loss(fake, y, self.content_loss, self.content_reference)
             loss_g = adv + self.content_weight * content
             self.report(tags.LOSS_G_CONTENT, content)
         n.opt_g.zero_grad(set_to_none=True)
@@ -610,9 +622,18 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
     start, state = common.resume_state(run_dir, device, GAN_CKPT_KEYS)
     if state:
         restore(state, nets, stream, info)
+    # train.content_norm=trilinear: per-variable references (trilinear's content loss on fixed
+    # training crops) that the adversarial phase's content loss divides each variable's loss by.
+    ref_content = None
+    if cfg.train.content_norm == "trilinear":
+        ref_x, ref_y, _ = train_ds.probe_samples(256, seed=int(cfg.log.probe_seed) + 3)
+        kind = cfg.train.content_loss
+        ref_content = trilinear_reference(ref_x, ref_y, int(cfg.data.factor), kind).to(device)
+        log.info("content reference (trilinear %s per variable): %s", kind, ref_content.tolist())
 
     n_steps, pretrain = int(cfg.train.steps), int(cfg.train.pretrain_steps)
     writer = Writer(run_dir, rank=info.rank, purge_step=start + 1 if start else None)
+    common.tensorboard_layout(writer, cfg, ["G", "D"], gan=True, metrics=GAN_METRICS, start=start)
     models, optimizers = {"G": nets.G, "D": nets.D}, {"G": nets.opt_g, "D": nets.opt_d}
     diag = Diagnostics(
         models,
@@ -660,6 +681,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         ema_decay=float(cfg.train.ema_decay),
         content_weight=float(cfg.train.content_weight),
         content_loss=str(cfg.train.content_loss),
+        content_reference=ref_content,
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -717,7 +739,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                         raise StopTraining(f"health check stopped the run: {monitor.stop_reason}")
                     losses = {k: v for k, v in diag.last.items() if k.startswith("loss/")}
                     pbar.set_postfix({k[5:]: f"{v:.3g}" for k, v in losses.items()})
-                    log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))  # fmt: skip
+                    log.info("%s", common.console_line(step, diag.last, run.steps_per_s()))
                 if self_signal is not None and step == int(self_signal):
                     os.kill(os.getpid(), preempt.signum)  # tests: deliver the signal mid-run
                 stop = distributed.any_rank_true(preempt.requested, info)
@@ -734,10 +756,18 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
         verdict = common.end_run(run, monitor=monitor, writer=writer, pbar=pbar, lock=lock)
         distributed.cleanup(info)
 
-    summary = run.summary(run_dir, preempt, health=verdict, skill=probes.last_skill)
+    summary = run.summary(
+        run_dir,
+        preempt,
+        health=verdict,
+        skill=probes.last_skill,
+        content_reference=None
+        if ref_content is None
+        else dict(zip(cfg.data.variables, ref_content.tolist(), strict=True)),
+    )
     if info.is_main:
         common.write_summary(run_dir, summary)
-    log.info("done: %s", summary)
+    log.info("done: %s", {k: summary[k] for k in ("status", "step", "steps_per_s")})
     return summary
 
 

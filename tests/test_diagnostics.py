@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from diagnostics import Diagnostics, Writer
-from diagnostics.render import colormap_lut
+from diagnostics.render import AX_LEFT, AX_RIGHT, AX_TITLE, AXIS_RGB, colormap_lut
 
 KEEP_ALL = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0, "compressedHistograms": 0}
 
@@ -60,6 +60,9 @@ def no_hooks(*modules_and_opts):
 
 
 CFG = {"every": 2, "record_every": 1}
+# fast.ai's course grid (40 bins of |a| on [0, 10], dead = lowest bin) for tests that check bins by
+# hand; the default per-layer bins and dead units are tested in test_default_bins.py
+FASTAI_GRID = {"transform": "abs", "lo": 0.0, "hi": 10.0, "n_bins": 40, "dead_bins": 1}
 
 
 def test_weights_grads_and_mode_unchanged(tmp_path):
@@ -118,9 +121,8 @@ def test_known_values_read_back(tmp_path):
     model = nn.Sequential(lin)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x = torch.tensor([[-5.0], [0.1], [0.1], [9.0]])
-    with Diagnostics(
-        {"M": model}, {"M": opt}, Writer(tmp_path), {"every": 1, "record_every": 1}
-    ) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, {"M": opt}, Writer(tmp_path), cfg) as diag:
         opt.zero_grad()
         model(x).sum().backward()  # d/dw = sum(x) = 4.2, d/db = 4
         opt.step()
@@ -131,7 +133,10 @@ def test_known_values_read_back(tmp_path):
     assert sc["act/M/0/mean"] == pytest.approx(1.05, rel=1e-6)
     assert sc["act/M/0/std"] == pytest.approx(math.sqrt(101.61 / 3), rel=1e-6)
     assert sc["act/M/0/dead"] == pytest.approx(0.5)  # |.1| twice in [0, .25) of 4 values
-    assert sc["act/M/0/nan_count"] == 0 and sc["act/M/0/inf_count"] == 0
+    # zero-only NaN/Inf counts stay in the history but are not written as charts
+    assert "act/M/0/nan_count" not in sc and "act/M/0/inf_count" not in sc
+    assert diag.history["act/M/0/nan_count"] == [(0, 0.0)]
+    assert diag.history["act/M/0/inf_count"] == [(0, 0.0)]
     assert sc["weights/M/0.weight/norm"] == pytest.approx(1.0)
     assert sc["grad/M/0.weight/norm"] == pytest.approx(4.2, rel=1e-6)
     assert sc["grad/M/0.bias/norm"] == pytest.approx(4.0)
@@ -156,7 +161,8 @@ def test_known_values_read_back(tmp_path):
 
 def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     model = nn.Sequential(nn.ReLU())
-    with Diagnostics({"M": model}, None, Writer(tmp_path), {"every": 1, "record_every": 1}) as diag:
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    with Diagnostics({"M": model}, None, Writer(tmp_path), cfg) as diag:
         for step in range(3):
             model(-torch.rand(8, 5) - 0.1)
             diag.step(step)
@@ -166,15 +172,33 @@ def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     ims = ea.Images("act/M/0/colorful")
     assert [e.step for e in ims] == [0, 1, 2]
     img = np.asarray(Image.open(io.BytesIO(ims[-1].encoded_image_string)).convert("RGB"))
-    # 42 rows (under, 40 bins, over) x 4 px high; 3 writes x 8 px wide. All values sit in bin 0,
-    # the second row from the bottom: the brightest colour there, the darkest everywhere else.
-    assert img.shape == (42 * 4, 3 * 8, 3)
+    # plot area at (AX_TITLE, AX_LEFT): 42 rows (under, 40 bins, over) x 4 px (168 // 42) high,
+    # 3 writes x 106 px (320 // 3) wide. All values sit in bin 0, the second row from the bottom:
+    # the brightest colour there, the darkest everywhere else.
     lut = colormap_lut("viridis")
-    np.testing.assert_array_equal(img[-5], np.tile(lut[-1], (24, 1)))
-    np.testing.assert_array_equal(img[0], np.tile(lut[0], (24, 1)))
-    np.testing.assert_array_equal(img[-1], np.tile(lut[0], (24, 1)))
+    plot = img[AX_TITLE : AX_TITLE + 168, AX_LEFT : AX_LEFT + 318]
+    np.testing.assert_array_equal(plot[-5], np.tile(lut[-1], (318, 1)))
+    np.testing.assert_array_equal(plot[0], np.tile(lut[0], (318, 1)))
+    np.testing.assert_array_equal(plot[-1], np.tile(lut[0], (318, 1)))
+    assert (img[AX_TITLE : AX_TITLE + 168, AX_LEFT - 1] == AXIS_RGB).all()  # the y axis
     chart = Image.open(io.BytesIO(ea.Images("act/M/0/dead_chart")[-1].encoded_image_string))
-    assert np.asarray(chart.convert("RGB"))[1, 1].tolist() == [200, 40, 40]  # full height: dead 1
+    chart = np.asarray(chart.convert("RGB"))
+    # dead 1 at every write: the 64 px plot area is red from top to bottom
+    assert (chart[AX_TITLE : AX_TITLE + 64, AX_LEFT + 1 : AX_LEFT + 318] == (200, 40, 40)).all()
+
+
+def test_nan_counts_written_from_their_first_non_zero_value(tmp_path):
+    model = nn.Sequential(nn.ReLU())  # ReLU(NaN) is NaN
+    with Diagnostics({"M": model}, None, Writer(tmp_path), {"every": 1, "record_every": 1}) as diag:
+        for step, bad in enumerate([0, 0, 2, 0]):
+            x = torch.ones(4, 3)
+            x[0, :bad] = float("nan")
+            model(x)
+            diag.step(step)
+    ea = read(tmp_path)
+    assert [(e.step, e.value) for e in ea.Scalars("act/M/0/nan_count")] == [(2, 2.0), (3, 0.0)]
+    assert "act/M/0/inf_count" not in ea.Tags()["scalars"]
+    assert [v for _, v in diag.history["act/M/0/nan_count"]] == [0, 0, 2, 0]
 
 
 def test_gan_gradients_seen_as_applied():
@@ -232,7 +256,8 @@ def test_sampling_every_and_record_every():
 
 def test_snapshot_arrays_and_meta():
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    diag = Diagnostics({"M": model}, None, None, {"every": 1, "record_every": 1})
+    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    diag = Diagnostics({"M": model}, None, None, cfg)
     with diag:
         with torch.no_grad():
             model[0].bias.fill_(-100.0)  # every ReLU input negative
@@ -323,8 +348,50 @@ def test_long_runs_keep_images_bounded():
     cols = np.zeros((42, 2000))
     cols[1] = 1.0
     img = colorful_image(cols)
-    assert img.shape == (42 * 4, 500, 3)
-    np.testing.assert_array_equal(img[-5, 0], colormap_lut("viridis")[-1])
+    plot = img[AX_TITLE : AX_TITLE + 168, AX_LEFT:-AX_RIGHT]
+    assert plot.shape == (42 * 4, 500, 3)
+    np.testing.assert_array_equal(plot[-5, 0], colormap_lut("viridis")[-1])
     chart = dead_chart(np.full(2000, 0.5))
-    assert chart.shape == (66, 502, 3)
-    assert (chart[1:33, 1:-1] == 255).all() and (chart[33:65, 1:-1] == (200, 40, 40)).all()
+    chart = chart[AX_TITLE : AX_TITLE + 64, AX_LEFT:-AX_RIGHT]
+    assert chart.shape == (64, 500, 3)
+    assert (chart[1:32] != (200, 40, 40)).any(axis=2).all() and (chart[32:] == (200, 40, 40)).all()
+
+
+def test_loops_numbered_from_one_record_the_same_grid():
+    # No start_step: a loop from 1 records steps 2 and 4 (record_every 2), not step 1 as well.
+    m = nn.Sequential(nn.Linear(1, 1))
+    diag = Diagnostics({"M": m}, None, None, {"every": 4, "record_every": 2})
+    with diag:
+        for step in range(1, 5):
+            m(torch.ones(3, 1))
+            diag.step(step)
+    assert [s for s, _ in diag.history["act/M/0/mean"]] == [4]
+    # 3 values each of steps 2 and 4; step 1 (off the grid) was recorded and dropped: not 9.
+    assert int(diag.snapshot_arrays()["act_hist/M/0"].sum()) == 6
+
+
+def test_stream_resumes_mid_interval_with_the_same_means_and_history():
+    """Reported scalars: the interval mean over a checkpoint equals the straight run's."""
+
+    def run(steps, state=None):
+        d = Diagnostics(
+            {"m": nn.Linear(1, 1)}, cfg={"enabled": False, "every": 4, "record_every": 4}
+        )
+        if state is not None:
+            d.load_state_dict(state)
+        for step in steps:
+            d.report("loss/x", torch.tensor(float(step)))  # 1, 2, 3, ...
+            d.report("loss/w", 1.0, n=step)  # a weighted mean: n = step
+            d.step(step)
+        return d
+
+    straight = run(range(1, 9))
+    half = run(range(1, 7))
+    buf = io.BytesIO()
+    torch.save(half.state_dict(), buf)  # a checkpoint loads with weights_only=True
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    resumed = run(range(7, 9), state)
+    assert dict(straight.history) == dict(resumed.history)
+    assert straight.history["loss/x"] == [(4, 2.5), (8, 6.5)]  # (1+2+3+4)/4, (5+6+7+8)/4
+    assert straight.history["loss/w"] == [(4, 1.0), (8, 1.0)]
+    assert resumed.last_step == 8

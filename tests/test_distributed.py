@@ -42,7 +42,10 @@ def _worker(rank: int, world: int, run_dir: str, port: int) -> None:
         writer = Writer(run_dir, rank=rank)
         # Rank 0 sees 0.1 three times, rank 1 sees 9.0 five times (identity layer, lr 0).
         x = torch.full((3, 1), 0.1) if rank == 0 else torch.full((5, 1), 9.0)
-        with Diagnostics({"M": model}, {"M": opt}, writer, {"every": 2, "record_every": 1}) as diag:
+        # fast.ai's |a| grid, so the bins are known by hand (default bins: test_default_bins.py)
+        grid = {"transform": "abs", "lo": 0.0, "hi": 10.0, "n_bins": 40}
+        cfg = {"every": 2, "record_every": 1, "activations": grid}
+        with Diagnostics({"M": model}, {"M": opt}, writer, cfg) as diag:
             for step in range(2):
                 opt.zero_grad()
                 model(x).sum().backward()
@@ -84,6 +87,29 @@ def test_histograms_summed_across_ranks_and_one_event_file(tmp_path):
     assert hist0 == hist1 and hist0["act/M/0/mean"][0][1] == pytest.approx(5.6625, rel=1e-6)
 
 
+def _worker_dead(rank: int, world: int, run_dir: str, port: int) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        # ReLU over 4 features: rank 0 turns on feature 0 only, rank 1 features 1 and 2 only.
+        # Per rank 75 % and 50 % are dead; over both ranks only feature 3 is: 25 %.
+        relu = nn.Sequential(nn.ReLU())
+        x = -torch.ones(6, 4)
+        if rank == 0:
+            x[:, 0] = 1.0
+        else:
+            x[:, 1:3] = 1.0
+        with Diagnostics({"M": relu}, None, None, {"every": 1, "record_every": 1}) as diag:
+            relu(x)
+            diag.step(0)
+        with open(os.path.join(run_dir, f"dead{rank}.json"), "w") as f:
+            json.dump(diag.history["act/M/0/dead"], f)
+    finally:
+        dist.destroy_process_group()
+
+
 def _stream_worker(rank: int, world: int, run_dir: str, port: int) -> None:
     _init(rank, world, port)
     try:
@@ -109,6 +135,13 @@ def _stream_worker(rank: int, world: int, run_dir: str, port: int) -> None:
             json.dump(diag.history, f)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_dead_units_reduced_across_ranks(tmp_path):
+    mp.spawn(_worker_dead, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"dead{rank}.json").read_text()) == [[0, 0.25]]
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")

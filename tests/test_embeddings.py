@@ -298,7 +298,7 @@ def test_logger_writes_figures_netcdf_and_projector(tmp_path):
     # 12 x 20 thumbnails fit in 64 px: stored unchanged for the notebooks
     assert np.array_equal(E.load_thumbnails(files[1][1]), thumbs)
 
-    d = tmp_path / "00005" / "embed%2fAE"
+    d = tmp_path / "projector" / "embed_AE_00000005"
     tensors = np.loadtxt(d / "tensors.tsv", delimiter="\t")
     assert tensors.shape == (40, 5) and np.allclose(tensors, x + 1, atol=1e-5)
     meta = (d / "metadata.tsv").read_text().splitlines()
@@ -309,9 +309,45 @@ def test_logger_writes_figures_netcdf_and_projector(tmp_path):
     # ceil(sqrt(40)) = 7 per row; 32 px would make 224 > 100, so thumbnails shrink to 100 // 7 = 14
     sprite = Image.open(d / "sprite.png")
     assert sprite.size == (7 * 14, 7 * 14)
-    config = (tmp_path / "projector_config.pbtxt").read_text()
-    assert config.count("sprite.png") == 2 and "00000/embed%2fAE/tensors.tsv" in config
-    assert "00005/embed%2fAE/sprite.png" in config and "single_image_dim: 14" in config
+    assert not list(tmp_path.glob("0000*"))  # no <step>/<tag%2f> folders any more
+
+    # TensorBoard's projector plugin reads the config: newest export first, shapes given
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector import projector_plugin
+
+    def projector_configs(logdir):
+        mux = plugin_event_multiplexer.EventMultiplexer()
+        mux.AddRunsFromDirectory(str(logdir))
+        mux.Reload()
+        plugin = projector_plugin.ProjectorPlugin(
+            base_plugin.TBContext(
+                logdir=str(logdir),
+                multiplexer=mux,
+                data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)),
+            )
+        )
+        plugin._update_configs()
+        return plugin._configs
+
+    (config,) = projector_configs(tmp_path).values()
+    embs = list(config.embeddings)
+    assert [e.tensor_name for e in embs] == ["embed/AE:00000005", "embed/AE:00000000"]
+    assert list(embs[0].tensor_shape) == [40, 5] and list(embs[0].sprite.single_image_dim) == [
+        14,
+        14,
+    ]
+    # a long run lists only the newest 3 exports (the projector reads every listed tensor first)
+    with Writer(tmp_path) as w:
+        for step in (10, 15, 20):
+            w.embedding(x, step=step, tag="embed/AE")
+    (config,) = projector_configs(tmp_path).values()
+    assert [e.tensor_name for e in config.embeddings] == [
+        "embed/AE:00000020",
+        "embed/AE:00000015",
+        "embed/AE:00000010",
+    ]
+    assert (tmp_path / "projector" / "embed_AE_00000000" / "tensors.tsv").is_file()  # kept on disk
 
 
 def test_logger_is_silent_off_rank_zero(tmp_path):

@@ -54,17 +54,32 @@ def test_slice_panel_colour_bar_reads_in_physical_units():
     assert np.abs(panel[y, 3 + 59].astype(int) - lut[-1]).max() <= 12
 
 
-def test_colorful_dimension_is_drawn_one_way_in_tensorboard_and_video():
+def test_colorful_dimension_is_drawn_one_way_in_tensorboard_and_video(tmp_path, monkeypatch):
+    import diagnostics.render as render
     from diagnostics.activations import colorful_image
-    from diagnostics.video import colordim_image
+    from diagnostics.render import AX_LEFT, AX_TITLE, colorful_dimension
 
     cols = np.zeros((42, 3))  # (n_bins, n_writes)
     cols[0, :] = 1.0  # underflow: the bottom row
     cols[41, 2] = 99.0  # overflow at the last write: the top row, the colour limit
-    tb = colorful_image(cols)
-    video = colordim_image(cols.T, 2, float(np.log1p(99.0)), width=3 * 8, height=42 * 4)
-    np.testing.assert_array_equal(tb, video)
+    tb = colorful_image(cols, np.linspace(0, 10, 41), [0, 10, 20])
+    # the plot area is colorful_dimension's pixels, 4 px per row, columns stretched over 320 px
+    plot = tb[AX_TITLE : AX_TITLE + 168, AX_LEFT : AX_LEFT + 320]
+    px = colorful_dimension(cols)
+    np.testing.assert_array_equal(plot[::4, [0, 160, 319]], px)
     lut = colormap_lut("viridis")
-    np.testing.assert_array_equal(tb[0, -1], lut[-1])  # top right: log1p(99) = vmax
-    np.testing.assert_array_equal(tb[0, 0], lut[0])  # top left: no counts
-    np.testing.assert_array_equal(tb[-1, 0], lut[round(np.log1p(1) / np.log1p(99) * 255)])
+    np.testing.assert_array_equal(plot[0, -1], lut[-1])  # top right: log1p(99) = vmax
+    np.testing.assert_array_equal(plot[0, 0], lut[0])  # top left: no counts
+    np.testing.assert_array_equal(plot[-1, 0], lut[round(np.log1p(1) / np.log1p(99) * 255)])
+    # the video's act_colordim frames call the same colorful_panel
+    from diagnostics.video import open_run, plan_jobs, scan_runs
+    from tests.test_video import make_gan_run
+
+    calls = []
+    real = render.colorful_panel
+    monkeypatch.setattr(render, "colorful_panel", lambda *a, **k: calls.append(k) or real(*a, **k))
+    runs = [open_run(make_gan_run(tmp_path, "a", [0, 10]))]
+    scan_runs(runs)
+    (job,) = [j for j in plan_jobs(runs, max_px=96) if j.name == "act_colordim"]
+    job.render(1)
+    assert len(calls) == 1 and calls[0]["title"] == "G/c1"

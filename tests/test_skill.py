@@ -16,9 +16,9 @@ from diagnostics import skill
 from diagnostics.hooks import probe_mode
 from experiments import common
 from experiments.evaluate_gan import evaluate, tile_starts, tile_windows
-from experiments.losses import content_loss
+from experiments.losses import content_loss, trilinear_reference
 from experiments.models.gan3d import Generator, ema_update, upsample
-from experiments.train_gan import build_models, load_data, train
+from experiments.train_gan import build_models, check_config, load_data, train
 from tests.gan_helpers import ROOT, events, gan_cfg
 
 VARS = ["a", "b"]
@@ -103,6 +103,47 @@ def test_ema_update_and_content_loss():
         content_loss(pred, truth, "huber")
 
 
+def test_normalised_content_loss():
+    # Variable 0 misses by 2 everywhere, variable 1 by 4: MSE 4 and 16, L1 2 and 4.
+    pred = torch.zeros(2, 2, 2, 2, 2)
+    truth = torch.cat([torch.full((2, 1, 2, 2, 2), 2.0), torch.full((2, 1, 2, 2, 2), 4.0)], 1)
+    assert float(content_loss(pred, truth, "mse")) == 10.0
+    assert float(content_loss(pred, truth, "mse", torch.tensor([4.0, 16.0]))) == 1.0
+    assert float(content_loss(pred, truth, "mse", torch.tensor([1.0, 32.0]))) == 2.25
+    assert float(content_loss(pred, truth, "l1", torch.tensor([2.0, 1.0]))) == 2.5
+    with pytest.raises(ValueError, match="one value per variable"):
+        content_loss(pred, truth, "mse", torch.tensor([1.0, 1.0, 1.0]))
+
+
+def _linear_up2(a: np.ndarray, axis: int) -> np.ndarray:
+    """Factor-2 linear upsampling along one axis, half-pixel centres, edges clamped."""
+    n = a.shape[axis]
+    src = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (src - lo).reshape([-1 if i == axis else 1 for i in range(a.ndim)])
+    return np.take(a, lo, axis) * (1 - w) + np.take(a, hi, axis) * w
+
+
+def test_trilinear_reference_matches_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 3, 4, 4, 4))
+    y = rng.normal(size=(5, 3, 8, 8, 8)) * np.array([1.0, 0.1, 0.01])[None, :, None, None, None]
+    up = _linear_up2(_linear_up2(_linear_up2(x, 2), 3), 4)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    for kind, err in (("mse", (up - y) ** 2), ("l1", np.abs(up - y))):
+        want = err.transpose(1, 0, 2, 3, 4).reshape(3, -1).mean(axis=1)
+        got = trilinear_reference(xt, yt, 2, kind, chunk=2).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+    with pytest.raises(ValueError, match="> 0"):  # a variable trilinear gets exactly right
+        trilinear_reference(xt, upsample(xt, 2), 2)
+
+
+def test_content_norm_is_checked(cache_dir):
+    with pytest.raises(ValueError, match="content_norm"):
+        check_config(gan_cfg(cache_dir, "train.content_norm=variance"))
+
+
 def test_tiling_covers_every_cell():
     assert tile_starts(9, 8) == [0, 1]
     assert tile_starts(16, 8, periodic=True) == [0, 8]
@@ -116,6 +157,7 @@ STAB = [
     "log.physics_every=3",
     "train.ema_decay=0.9",
     "train.content_weight=10",
+    "train.content_norm=trilinear",
     "train.lr_g=1e-3",
     "train.lr_g_adv=3e-5",
     "train.lr_d=2e-4",
@@ -145,6 +187,23 @@ def test_stabilisers_are_in_the_checkpoint(stab_run):
     tags = events(run).Tags()
     assert "loss/G_content" in tags["scalars"]
     assert summary["skill"]["step"] == 6
+
+
+def test_content_reference_in_summary_and_used_by_pretraining(stab_run, cache_dir):
+    """train.content_norm=trilinear: the reference against numpy on the same training crops, and
+    the content loss is in units of it (~1 this close to the trilinear start)."""
+    run, summary = stab_run
+    cfg = gan_cfg(cache_dir, *STAB)
+    _, train_ds, _, _, _, _ = load_data(cfg, run, write=False)
+    x, y, _ = train_ds.probe_samples(256, seed=int(cfg.log.probe_seed) + 3)
+    up = _linear_up2(_linear_up2(_linear_up2(x.numpy().astype(np.float64), 2), 3), 4)
+    want = ((up - y.numpy()) ** 2).transpose(1, 0, 2, 3, 4).reshape(len(cfg.data.variables), -1)
+    ref = summary["content_reference"]
+    assert list(ref) == list(cfg.data.variables)
+    np.testing.assert_allclose(list(ref.values()), want.mean(axis=1), rtol=1e-4)
+    first = events(run).Scalars("loss/G_content")[0]
+    assert first.step == 4
+    assert 0.3 < first.value < 3.0  # unnormalised it is ~1e-4 (scaled units)
 
 
 def test_skill_tags_and_summary(stab_run):

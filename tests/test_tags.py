@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from diagnostics import tags
+from diagnostics.core import COUNT_SUFFIXES
 from tests.gan_helpers import ROOT, events, gan_cfg
 
 # First path components of TensorBoard tags (not snapshot keys such as probe/ or scalar/).
@@ -37,6 +38,13 @@ def written(run_dir: Path) -> set[str]:
     for names in events(run_dir).Tags().values():
         if isinstance(names, list):
             out |= {n.removesuffix("/text_summary") for n in names}
+    # NaN/Inf counts reach the event file only from their first non-zero value
+    # (diagnostics.core.COUNT_SUFFIXES; tests/test_diagnostics.py proves both halves); every
+    # write records them in the history health reads, so a layer's or model's are "written"
+    for t in list(out):
+        if re.fullmatch(r"act/[^/]+/.+/mean|grad/[^/]+/norm", t):
+            base = t.rsplit("/", 1)[0]
+            out |= {base + s for s in COUNT_SUFFIXES}
     return out
 
 
@@ -110,15 +118,18 @@ def notebook_tags() -> dict[str, set[str]]:
 
 
 def health_patterns() -> dict[str, set[str]]:
+    """Every tag pattern of conf/health/<name>.yaml, as the script composes it."""
     out = {}
-    for y in sorted((ROOT / "conf" / "health").glob("*.yaml")):
-        cfg = OmegaConf.to_container(OmegaConf.load(y))
+    for name, script in (("gan", "train_gan"), ("autoencoder", "train_autoencoder")):
+        with initialize_config_dir(config_dir=str(ROOT / "conf" / name), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose(config_name=script).health)
         pats = set()
         for check in cfg.values():
             for v in check.values() if isinstance(check, dict) else []:
                 if isinstance(v, list):
                     pats |= {p for p in v if isinstance(p, str) and TAG_RE.match(p)}
-        out[y.name] = pats
+        out[f"{name}.yaml"] = pats
+    assert {p.name for p in (ROOT / "conf" / "health").glob("*.yaml")} == set(out)
     return out
 
 

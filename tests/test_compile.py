@@ -1,0 +1,97 @@
+"""torch.compile (inductor on CPU): the statistics of a compiled model equal the eager run's."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from diagnostics.core import Diagnostics
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("g++") is None and shutil.which("c++") is None,
+        reason="inductor on CPU needs a C++ compiler",
+    ),
+]
+
+
+def cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+        nn.Tanh(),
+    )
+
+
+def run(call, model, batches, steps=4):
+    """Train ``steps`` steps calling ``call`` (compiled or not); records of ``model``'s layers."""
+    opt = torch.optim.SGD(model.parameters(), 0.05)
+    diag = Diagnostics({"M": model}, opt, None, {"every": 2, "record_every": 1})
+    arrays = []
+    with diag:
+        for step in range(steps):
+            opt.zero_grad()
+            call(batches[step % len(batches)]).square().mean().backward()
+            opt.step()
+            diag.step(step)
+            if step % 2 == 0:
+                arrays.append(diag.snapshot_arrays())
+    arrays.append(diag.snapshot_arrays())
+    return arrays, diag
+
+
+def assert_same(eager, compiled):
+    (ae, de), (ac, dc) = eager, compiled
+    assert len(ae) == len(ac)
+    for se, sc in zip(ae, ac, strict=True):
+        assert set(se) == set(sc)
+        for k in se:
+            if k.startswith("act_hist/"):
+                assert se[k].sum() > 0, k
+                np.testing.assert_array_equal(sc[k], se[k], err_msg=k)
+            else:
+                np.testing.assert_allclose(sc[k], se[k], rtol=1e-5, err_msg=k)
+    assert set(de.history) == set(dc.history)
+    for tag, vals in de.history.items():
+        got = dc.history[tag]
+        assert [s for s, _ in got] == [s for s, _ in vals], tag
+        np.testing.assert_allclose(
+            [v for _, v in got], [v for _, v in vals], rtol=1e-4, atol=1e-7, err_msg=tag
+        )
+
+
+def test_compiled_equals_eager_also_when_compiled_and_run_before_attach():
+    # two batch sizes: the traced hook used to mix up sizes (571 vs 1095) and layers
+    batches = [torch.randn(4, 3, 12, 12), torch.randn(6, 3, 12, 12)]
+    m = cnn()
+    eager = run(m, m, batches)
+    m2 = cnn()
+    c = torch.compile(m2, backend="inductor")
+    c(batches[0])  # compiled and run before Diagnostics exists: the graph had no hooks
+    assert_same(eager, run(c, c, batches))
+    assert all(not mod._forward_hooks for mod in m2.modules())
+    # after the block the compiled model runs without calling the removed hooks
+    _, diag = run(c, c, batches, steps=1)
+    diag.act.active = True
+    c(batches[1])
+    assert float(diag.act.bufs[0].sum()) == 0.0
+
+
+def test_module_compile_in_place_equals_eager():
+    batches = [torch.randn(4, 3, 12, 12)]
+    m = cnn()
+    eager = run(m, m, batches)
+    m2 = cnn()
+    m2.compile()
+    m2(batches[0])
+    assert_same(eager, run(m2, m2, batches))
