@@ -284,6 +284,7 @@ def _refusing(fn: Callable) -> Callable:
             return fn(*args)
         except RunError as e:
             print(f"Error: {e}", file=sys.stderr)
+            report_exit(EXIT_BAD_INPUT)  # under torchrun: the job's status is 2, not torchrun's 1
             raise SystemExit(EXIT_BAD_INPUT) from None
 
     return resolver
@@ -392,9 +393,28 @@ def check_run_target(
                 f"{d} is a run of the {other} script, not of the {kind} script; "
                 "nothing was written (resume it with its own script)"
             )
-    holder = RunLock(d).holder() if check_lock else None
-    if holder is not None:
-        raise RunError(f"{d} is in use by another run ({holder}); nothing was written")
+    lock = RunLock(d)
+    held = lock.holder_info() if check_lock else None
+    if held is not None and not _peer_of(held):
+        raise RunError(f"{d} is in use by another run ({lock._describe()}); nothing was written")
+
+
+def job_id() -> str | None:
+    """The multi-process job this process belongs to (torchrun's run id, or the Slurm job step
+    of an srun task), or None: the ranks of one job share it."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun:{os.environ['TORCHELASTIC_RUN_ID']}"
+    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_JOB_ID"):
+        return f"slurm:{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '')}"
+    return None
+
+
+def _peer_of(held: Mapping) -> bool:
+    """True if the lock is held by rank 0 of this process's own job (this is another rank):
+    its lock names the same job, or it has taken the lock and not yet written its name."""
+    me = job_id()
+    rank = int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+    return me is not None and rank > 0 and (not held or held.get("job") == me)
 
 
 def cli_run_dir(kind: str, resume, out_root: str, run_name: str) -> str:
@@ -431,6 +451,16 @@ class RunLock:
             os.close(fd)  # closing drops a lock we may have taken
         return None
 
+    def holder_info(self) -> dict | None:
+        """What the holder wrote about itself (``{}`` if not yet), or None if nobody holds it."""
+        if self.holder() is None:
+            return None
+        try:
+            h = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return h if isinstance(h, dict) else {}
+
     def _describe(self) -> str:
         try:
             h = json.loads(self.path.read_text() or "{}")
@@ -458,6 +488,7 @@ class RunLock:
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join(sys.argv),
+            "job": job_id(),  # the other ranks of this job accept this lock as their own
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
@@ -690,8 +721,16 @@ class Preemption:
         import signal
         import threading
 
+        from experiments import early_signals
+
         if threading.current_thread() is threading.main_thread():
+            pending = early_signals.take()  # received while the script was still starting
             self._old = {s: signal.signal(s, self._handler) for s in self.signums}
+            for s in pending:
+                if s in self.signums:
+                    self._handler(s, None)
+                else:  # not a preemption signal of this run: its default action, as before
+                    os.kill(os.getpid(), s)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -743,6 +782,21 @@ def run_main(fn: Callable[[], Mapping], *, bad_input: tuple[type[BaseException],
     sys.exit(code)
 
 
+def check_joined(kind: str) -> None:
+    """Refuse (``RunError``) a script started as one of several ranks (torchrun, Slurm tasks)
+    that has not joined a process group: the autoencoder is single-process, and N copies would
+    race for one run directory."""
+    import torch.distributed as dist
+
+    slurm = os.environ.get("SLURM_NTASKS") if "SLURM_PROCID" in os.environ else None  # srun task
+    world = int(os.environ.get("WORLD_SIZE") or slurm or 1)
+    if world > 1 and not (dist.is_available() and dist.is_initialized()):
+        raise RunError(
+            f"the {kind} script runs in one process, but it was started as one of {world} "
+            "ranks (torchrun --nproc_per_node or Slurm tasks_per_node > 1); start it once"
+        )
+
+
 def open_run(
     cfg,
     out_dir: str | os.PathLike,
@@ -758,6 +812,7 @@ def open_run(
     """
     from omegaconf import OmegaConf
 
+    check_joined(kind)
     run_dir = Path(cfg.resume) if cfg.resume else Path(out_dir)
     # Only rank 0 takes the lock: another rank would find it held by its own job's rank 0.
     check_run_target(run_dir, kind, resume=bool(cfg.resume), check_lock=is_main)

@@ -126,3 +126,128 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ launcher
+# ``python -m experiments.distributed [torchrun options] SCRIPT [overrides]``: torchrun with the
+# preemption contract of the single-process scripts (README "Running on a cluster").
+SHUTDOWN_TIMEOUT_S = 120  # torchrun's default 30 s can cut a large checkpoint save short
+EXIT_FILE_GRACE_S = 30.0  # after torchrun ends on a signal, wait this long for the ranks' codes
+
+
+def combine_exit_codes(codes: list[int], torchrun_rc: int, *, signalled: bool) -> int:
+    """One exit status for the job from the ranks' own codes (torchrun reports any non-zero
+    worker as 1, which hides a 75).
+
+    A 2 (bad input) or 3 (stopped) from any rank wins over a 1 (a rank that failed because
+    another one left); a 75 from any rank means the preemption was agreed and rank 0's
+    checkpoint is durable (ranks report 75 only after the barrier that follows the save), so
+    the job should be requeued; so should a job that was signalled before any rank reported.
+    Otherwise torchrun's own status (a killed rank: non-zero)."""
+    from experiments.common import EXIT_PREEMPTED
+
+    bad = [c for c in codes if c not in (0, EXIT_PREEMPTED)]
+    if bad:
+        return max(bad)
+    if EXIT_PREEMPTED in codes or (signalled and not codes):
+        return EXIT_PREEMPTED
+    if torchrun_rc < 0:  # torchrun itself killed by a signal
+        return 128 - torchrun_rc
+    return torchrun_rc
+
+
+def _nproc(args: list[str]) -> int | None:
+    for i, a in enumerate(args):
+        for flag in ("--nproc_per_node", "--nproc-per-node"):
+            if a == flag and i + 1 < len(args):
+                v = args[i + 1]
+            elif a.startswith(flag + "="):
+                v = a.split("=", 1)[1]
+            else:
+                continue
+            return int(v) if v.isdigit() else None
+    return 1 if args else None
+
+
+def launch(args: list[str]) -> int:
+    """Run ``torchrun`` with ``args`` and return the job's exit status.
+
+    - SIGUSR1/SIGUSR2 are ignored by torchrun itself (one sent to every process of a Slurm job
+      step would otherwise kill torchrun and orphan the workers; the workers install their own
+      handlers); SIGUSR1, SIGUSR2 or SIGTERM received here is passed to torchrun as SIGTERM,
+      which torchrun forwards to every worker: each saves (rank 0) or waits at the barrier
+      until the save is durable (the others) and exits 75.
+    - Each rank writes its exit code to ``$FIELDSCOPE_EXIT_DIR/rank<R>``; the combined status
+      (``combine_exit_codes``) is this process's exit status: 75 means requeue.
+    """
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from experiments.common import EXIT_DIR_ENV
+
+    if not any(a.startswith(("--shutdown-timeout", "--shutdown_timeout")) for a in args):
+        args = ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S), *args]
+    exit_dir = Path(tempfile.mkdtemp(prefix="fieldscope-exit-"))
+    env = dict(os.environ, **{EXIT_DIR_ENV: str(exit_dir)})
+
+    def ignore_usr() -> None:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    got: list[int] = []
+    proc = None
+
+    def forward(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        if not got and proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        got.append(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", *args]
+        proc = subprocess.Popen(cmd, env=env, preexec_fn=ignore_usr)
+        if got:  # a signal before torchrun existed
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait()
+        n = _nproc(args)
+        if got and n is not None:  # torchrun may end before its workers if signalled twice
+            deadline = time.monotonic() + EXIT_FILE_GRACE_S
+            while len(list(exit_dir.glob("rank*"))) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+        codes = []
+        for p in sorted(exit_dir.glob("rank*")):
+            try:
+                codes.append(int(p.read_text()))
+            except (OSError, ValueError):
+                codes.append(1)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        shutil.rmtree(exit_dir, ignore_errors=True)
+    code = combine_exit_codes(codes, rc, signalled=bool(got))
+    print(
+        f"experiments.distributed: torchrun exited {rc}; ranks reported {codes or 'nothing'}"
+        f"{'; signal ' + ','.join(signal.Signals(s).name for s in got) if got else ''}"
+        f" -> exit {code}",
+        file=sys.stderr,
+    )
+    return code
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(
+            "usage: python -m experiments.distributed [torchrun options] SCRIPT [overrides]\n"
+            "torchrun whose exit status is the ranks' own (75: preempted, requeue); SIGUSR1, "
+            "SIGUSR2 and SIGTERM reach every worker as SIGTERM.",
+            file=sys.stderr,
+        )
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
+    sys.exit(launch(sys.argv[1:]))

@@ -13,6 +13,15 @@ snapshots, checkpoints).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before the heavy imports: a signal while starting is kept
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from experiments import early_signals
+
+    early_signals.install()
+
 import copy
 import functools
 import json

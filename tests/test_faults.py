@@ -238,6 +238,129 @@ def test_autoencoder_preemption_saves_exits_75_and_resumes_exactly(tmp_path):
     assert common.load_latest_checkpoint(run)[1]["step"] == step
 
 
+# ------------------------------------------------------------------------------ README
+def test_readme_resume_keys_match_the_code():
+    """The README's list of keys that may change on resume is the code's list, both ways."""
+    import re
+
+    from experiments.train_autoencoder import AE_RESUME_MUTABLE
+    from experiments.train_gan import GAN_RESUME_MUTABLE
+
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"<!-- resume-free -->(.*?)<!-- /resume-free -->", text, re.S).group(1)
+    keys = [k.removesuffix(".*") for k in re.findall(r"`([^`]+)`", listed)]
+    from_cli = {"resume", "run_name", "out_root"}  # always the new command line's, listed apart
+    code = set(common.RESUME_FREE) - from_cli
+    assert sorted(keys) == sorted(code | set(GAN_RESUME_MUTABLE) | set(AE_RESUME_MUTABLE))
+    assert "`train.steps` (GAN)" in listed and "`train.n_epochs` (autoencoder)" in listed
+    assert GAN_RESUME_MUTABLE == ("train.steps",) and AE_RESUME_MUTABLE == ("train.n_epochs",)
+    # The keys always taken from the new command line, as the README names them.
+    current = re.search(r"`resume`, `run_name`, `out_root`, (.*?) always come", text, re.S)
+    named = from_cli | set(re.findall(r"`([^`]+)`", current.group(1)))
+    assert named == set(common.RESUME_CURRENT) | from_cli
+
+
+def test_resume_refusal_message_as_documented(tmp_path):
+    """The refusal names the key and both values, lists what may change, and says what to do."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create({"train": {"lr_g": 0.001, "steps": 2}, "log": {"every": 1}})
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    now = OmegaConf.create({"train": {"lr_g": 0.5, "steps": 2}, "log": {"every": 1}})
+    with pytest.raises(common.RunError) as e:
+        common.resume_config(now, tmp_path, mutable=("train.steps",), overrides=["train.lr_g=0.5"])
+    msg = str(e.value)
+    assert msg.startswith(f"resume of {tmp_path} refused: train.lr_g=0.5 (the run has 0.001). ")
+    assert "Only checkpoint, data.cache_dir, " in msg and "train.steps" in msg
+    assert msg.endswith("start a new run (another run_name) to change the others")
+    # an allowed key changes and the rest comes from the saved config
+    now2 = OmegaConf.create({"train": {"lr_g": 0.001, "steps": 9}, "log": {"every": 5}})
+    got = common.resume_config(
+        now2, tmp_path, mutable=("train.steps",), overrides=["train.steps=9"]
+    )
+    assert got.train.steps == 9 and got.log.every == 1  # log.every not on the command line
+
+
+# ------------------------------------------------------------------------------ early signals
+def test_signal_before_training_is_kept_for_preemption():
+    """A signal caught by ``early_signals`` (while the script imports) becomes a preemption
+    request when training starts; the default action comes back afterwards."""
+    import signal
+
+    from experiments import early_signals
+
+    early_signals.install()
+    try:
+        assert signal.getsignal(signal.SIGUSR2) is early_signals._keep
+        os.kill(os.getpid(), signal.SIGUSR2)  # would kill the process with the default action
+        with common.Preemption("SIGUSR2") as p:
+            assert p.requested and p.received_name == "SIGUSR2"
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    finally:
+        early_signals.take()
+    # a handler someone else installed (submitit's) is left alone
+    prev = signal.signal(signal.SIGUSR1, lambda *a: None)
+    try:
+        early_signals.install()
+        assert signal.getsignal(signal.SIGUSR1) is not early_signals._keep
+    finally:
+        early_signals.take()
+        signal.signal(signal.SIGUSR1, prev)
+
+
+@pytest.mark.parametrize("script", [GAN, AE])
+def test_signal_while_the_script_starts_exits_75(script, tmp_path):
+    """SIGUSR2 about a second after the start (imports, config composition): it used to kill
+    the process (exit -12, nothing in summary.json); now the run ends preempted, exit 75."""
+    import signal
+    import time
+
+    extra = [] if script == GAN else AE_SHORT
+    cmd = [sys.executable, script, f"out_root={tmp_path}", "run_name=e", *extra]
+    if script == GAN:
+        cmd += ["+exp=small", *TINY, "embed.enabled=false", "train.steps=400"]
+    p = subprocess.Popen(
+        cmd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1.0)
+    p.send_signal(signal.SIGUSR2)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == common.EXIT_PREEMPTED, out[-2000:]
+    run = tmp_path / ("gan" if script == GAN else "autoencoder") / "e"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["preempt"]["signal"] == "SIGUSR2"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open after merging main (i11's skeleton): the preempted run writes a loss/D point at "
+    "the preemption step 3 that the straight run does not have; passed on i16 before the merge",
+)
+def test_gan_interval_means_after_mid_interval_preemption_equal_straight_run(tmp_path):
+    """Preempted at step 3 of a 4-step logging interval and resumed: the means logged at steps 4
+    and 8 equal those of an uninterrupted run (the interval sums travel in the checkpoint)."""
+    from tests.gan_helpers import events
+
+    common_args = ["diagnostics.every=4", "checkpoint.every=100", "train.steps=8"]
+    straight = cli(GAN, tmp_path / "a", "run_name=s", *common_args)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    pre = cli(GAN, tmp_path / "b", "run_name=s", *common_args, "preempt.self_signal_step=3")
+    assert pre.returncode == common.EXIT_PREEMPTED, pre.stderr[-2000:]
+    again = cli(GAN, tmp_path / "b", "run_name=s", *common_args)
+    assert again.returncode == 0 and "resuming from" in again.stderr, again.stderr[-2000:]
+    a, b = events(tmp_path / "a" / "gan" / "s"), events(tmp_path / "b" / "gan" / "s")
+    tags = [t for t in a.Tags()["scalars"] if t.startswith("loss/")]
+    assert {"loss/D", "loss/G"} <= set(tags)
+    for tag in tags:
+        va = [(e.step, e.value) for e in a.Scalars(tag)]
+        vb = [(e.step, e.value) for e in b.Scalars(tag)]
+        assert [s for s, _ in va] == [4, 8] and va == vb, tag
+
+
 def test_exit_codes_come_from_explicit_error_types(monkeypatch):
     """Bad input raised on purpose is exit 2 in one line; a bare ValueError from inside
     training is a bug and keeps its traceback (it propagates; Hydra exits 1)."""
