@@ -373,6 +373,12 @@ class Diagnostics:
                 self.writer.text(tags.DIAGNOSTICS_COST, _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
+    def keep_pending(self) -> None:
+        """Leave the steps since the last write unwritten when the block ends: they are in a
+        checkpoint (:meth:`state_dict`) and the resumed run writes them with its next write, so a
+        preempted run logs the same points as a straight one."""
+        self._pending = False
+
     def attach(self) -> Diagnostics:
         """Register the hooks outside a ``with`` block (idempotent); pair with :meth:`detach`."""
         if self._entered:

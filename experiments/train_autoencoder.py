@@ -272,6 +272,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                             run_dir / "checkpoints", step, ckpt, n_keep=int(cfg.checkpoint.n_keep)
                         )
                 if stop:
+                    diag.keep_pending()  # the interval's sums are in the checkpoint
                     run.preempted()
                     common.log_preempted(preempt, step, run_dir, run.exit_code)
                     break

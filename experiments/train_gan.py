@@ -773,6 +773,7 @@ def _train(cfg: DictConfig, out_dir, overrides, preempt: common.Preemption) -> d
                     with writer.cost("checkpoints"):
                         save_checkpoint(cfg, run_dir, step, info, nets, stream, diag, monitor)
                 if stop:
+                    diag.keep_pending()  # the interval's sums are in the checkpoint
                     run.preempted()
                     common.log_preempted(preempt, step, run_dir, run.exit_code)
                     break

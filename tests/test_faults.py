@@ -335,11 +335,6 @@ def test_signal_while_the_script_starts_exits_75(script, tmp_path):
     assert summary["status"] == "preempted" and summary["preempt"]["signal"] == "SIGUSR2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open after merging main (i11's skeleton): the preempted run writes a loss/D point at "
-    "the preemption step 3 that the straight run does not have; passed on i16 before the merge",
-)
 def test_gan_interval_means_after_mid_interval_preemption_equal_straight_run(tmp_path):
     """Preempted at step 3 of a 4-step logging interval and resumed: the means logged at steps 4
     and 8 equal those of an uninterrupted run (the interval sums travel in the checkpoint)."""
