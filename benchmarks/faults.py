@@ -38,22 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments import common  # noqa: E402
+from experiments.presets import GAN_TINY as _TINY  # noqa: E402
 
 GAN = str(ROOT / "experiments" / "train_gan.py")
 AE = str(ROOT / "experiments" / "train_autoencoder.py")
 GAN_TINY = [
     "+exp=small",
-    "data.builtin=tiny",
-    "data.crop=[8,8,8]",
-    "model.g.chan_base=8",
-    "model.g.chan_min=4",
-    "model.g.chan_max=8",
-    "model.d.chan_base=8",
-    "model.d.chan_min=4",
-    "model.d.chan_max=8",
-    "model.d.n_blocks=1",
-    "train.batch_size=2",
-    "train.n_critic=2",
+    *_TINY,
     "diagnostics.every=1",
     "embed.enabled=false",
     "device=cpu",

@@ -42,20 +42,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Tiny sizes (as tests/gan_helpers.TINY) and a light logging schedule: a write every 10 steps,
+from experiments.presets import GAN_TINY as _TINY  # noqa: E402
+
+# Tiny sizes (experiments.presets.GAN_TINY) and a light logging schedule: a write every 10 steps,
 # skill and spectra every 20, no images beyond what the checks read.
 BASE = [
-    "data.builtin=tiny",
-    "data.crop=[8,8,8]",
-    "model.g.chan_base=8",
-    "model.g.chan_min=4",
-    "model.g.chan_max=8",
-    "model.d.chan_base=8",
-    "model.d.chan_min=4",
-    "model.d.chan_max=8",
-    "model.d.n_blocks=1",
-    "train.batch_size=2",
-    "train.n_critic=2",
+    *_TINY,
     "log.physics_every=20",
     "log.slices_every=100000",
     "log.weight_images=false",

@@ -8,22 +8,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from experiments.presets import GAN_TINY as _TINY
+
 ROOT = Path(__file__).resolve().parents[1]
 GAN_CONF = ROOT / "conf" / "gan"
 
 # Tiny enough for a few seconds per run on one thread.
 TINY = [
-    "data.builtin=tiny",
-    "data.crop=[8,8,8]",
-    "model.g.chan_base=8",
-    "model.g.chan_min=4",
-    "model.g.chan_max=8",
-    "model.d.chan_base=8",
-    "model.d.chan_min=4",
-    "model.d.chan_max=8",
-    "model.d.n_blocks=1",
-    "train.batch_size=2",
-    "train.n_critic=2",
+    *_TINY,
 ]
 
 
