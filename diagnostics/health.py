@@ -1046,6 +1046,7 @@ class HealthMonitor:
         self.last_step: int | None = None
         self._reported: dict[int, str] = {}
         self._history: History = {}
+        self.skill: tuple[int, float] | None = None  # the newest skill/mse_ratio: (step, value)
 
     @property
     def enabled(self) -> list[str]:
@@ -1065,6 +1066,9 @@ class HealthMonitor:
         """Run every enabled check on ``history`` (the run's one scalar history, ``diag.history``);
         returns ``{check: active}``."""
         self._history = history
+        if history.get(tags.SKILL_MSE_RATIO):
+            step_s, value = history[tags.SKILL_MSE_RATIO][-1]
+            self.skill = (int(step_s), float(value))
         self.n_updates += 1
         self.last_step = step
         states: dict[str, bool] = {}
@@ -1135,6 +1139,7 @@ class HealthMonitor:
             "stop_reason": self.stop_reason,
             "n_updates": self.n_updates,
             "last_step": self.last_step,
+            "skill": list(self.skill) if self.skill is not None else None,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -1144,6 +1149,8 @@ class HealthMonitor:
         self.stop_reason = str(state.get("stop_reason", ""))
         self.n_updates = int(state.get("n_updates", 0))
         self.last_step = state.get("last_step")
+        skill = state.get("skill")
+        self.skill = (int(skill[0]), float(skill[1])) if skill is not None else None
 
     def summary(self) -> dict:
         """The content of health.json."""
@@ -1174,8 +1181,12 @@ class HealthMonitor:
         if self.n_updates == 0:
             return f"No health data: the monitor was never updated (checks enabled: {checks})."
         upto = self._where(self.last_step) if self.last_step is not None else "the end"
+        skill = self._skill_sentence()
         if not self.alerts:
-            return f"Healthy: {self.n_updates} health updates up to {upto} raised no alert (checks: {checks})."
+            return (
+                f"Healthy: {self.n_updates} health updates up to {upto} raised no alert "
+                f"(checks: {checks}).{skill}"
+            )
         parts, todo = [], []
         for a in sorted(self.alerts.values(), key=lambda a: (a.first_step, a.check)):
             state = "still active" if a.active else f"cleared at step {a.cleared_step}"
@@ -1196,7 +1207,19 @@ class HealthMonitor:
         what = " What to do: " + " ".join(f"({i}) {t.rstrip('.')}." for i, t in enumerate(todo, 1))
         return (
             f"{head}: {len(self.alerts)} of {len(self.enabled)} checks fired in {self.n_updates} updates up to "
-            f"{upto}. " + " ".join(p.rstrip(".") + "." for p in parts) + stop + what
+            f"{upto}. " + " ".join(p.rstrip(".") + "." for p in parts) + stop + skill + what
+        )
+
+    def _skill_sentence(self) -> str:
+        # Every verdict states the newest skill against its baseline: a run that does not beat
+        # its baseline says so even when no check fired (the skill check needs it to get worse).
+        if self.skill is None:
+            return ""
+        step, r = self.skill
+        side = "better than" if r < 1.0 else "NOT better than"
+        return (
+            f" Skill at step {step}: {tags.SKILL_MSE_RATIO}={_fmt(r)}, {side} the baseline "
+            f"(TensorBoard: {tags.SKILL_MSE_RATIO})."
         )
 
     def finish(self, step: int | None = None) -> str:

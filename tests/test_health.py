@@ -341,3 +341,21 @@ def test_toy_loop_without_nan_runs_to_the_end(tmp_path):
     assert all(
         math.isfinite(v) for s in after.values() for v in s["D"]["0.weight"].flatten().tolist()
     )
+
+
+def test_verdict_states_skill_against_the_baseline_even_without_an_alert(tmp_path):
+    """A generator that improves but never beats trilinear fires no skill alert (that needs it
+    to get worse) and must still not read as skilful: the verdict states the newest ratio."""
+    worse = smooth(40) | {"skill/mse_ratio": [3.0 - 0.04 * i for i in range(40)]}  # 3.0 -> 1.44
+    mon, first = run_stream(worse, total_steps=400, run_dir=tmp_path / "a")
+    assert "skill" not in first
+    v = mon.verdict()
+    assert "Skill at step 400: skill/mse_ratio=1.44, NOT better than the baseline" in v, v
+    back = HealthMonitor(None, total_steps=400)
+    back.load_state_dict(mon.state_dict())  # a resumed or rerun run keeps the sentence
+    assert back.verdict() == v
+    better = smooth(40) | {"skill/mse_ratio": [0.6] * 40}
+    mon, _ = run_stream(better, total_steps=400, run_dir=tmp_path / "b")
+    assert "skill/mse_ratio=0.6, better than the baseline" in mon.verdict()
+    mon, _ = run_stream(smooth(40), total_steps=400, run_dir=tmp_path / "c")
+    assert "Skill at" not in mon.verdict()  # no skill signal: nothing claimed
