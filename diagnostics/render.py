@@ -405,13 +405,14 @@ def fraction_panel(
     rgb=(200, 40, 40),
 ) -> np.ndarray:
     """An area chart of a fraction in [0, 1] per write (the dead fraction), y axis 0-100 %,
-    x axis the writes' steps; NaN columns stay blank."""
+    x axis the writes' steps, with a darker top edge (also at 0 %); NaN columns stay blank."""
     # values: (n_cols,) fractions
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     n = max(1, len(v))
     cols = _columns(n, plot_w)
     img = np.full((plot_h, len(cols), 3), 255, np.uint8)
     img[[0, plot_h // 2], :] = (225, 225, 225)  # gridlines at 100 % and 50 %
+    edge = tuple(int(c * 0.6) for c in rgb)
     for px, i in enumerate(cols):
         x = v[i] if i < len(v) else np.nan
         if not np.isfinite(x):
@@ -419,6 +420,9 @@ def fraction_panel(
         hpx = int(round(min(max(x, 0.0), 1.0) * plot_h))
         if hpx:
             img[plot_h - hpx :, px] = rgb
+        # A darker top edge on every finite value, so 0 % reads as a line on the floor, not as
+        # the blank of a write still to come
+        img[plot_h - max(hpx, 1), px] = edge
     y_ticks = [(0, "100 %"), (plot_h // 2, "50 %"), (plot_h - 1, "0 %")]
     return axes_panel(img, title=title, x_ticks=_step_ticks(steps, n, len(cols)), y_ticks=y_ticks)
 

@@ -184,7 +184,8 @@ def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     chart = Image.open(io.BytesIO(ea.Images("act/M/0/dead_chart")[-1].encoded_image_string))
     chart = np.asarray(chart.convert("RGB"))
     # dead 1 at every write: the 64 px plot area is red from top to bottom
-    assert (chart[AX_TITLE : AX_TITLE + 64, AX_LEFT + 1 : AX_LEFT + 318] == (200, 40, 40)).all()
+    area = chart[AX_TITLE : AX_TITLE + 64, AX_LEFT + 1 : AX_LEFT + 318]
+    assert (area[0] == (120, 24, 24)).all() and (area[1:] == (200, 40, 40)).all()  # edge, fill
 
 
 def test_nan_counts_written_from_their_first_non_zero_value(tmp_path):
@@ -354,7 +355,8 @@ def test_long_runs_keep_images_bounded():
     chart = dead_chart(np.full(2000, 0.5))
     chart = chart[AX_TITLE : AX_TITLE + 64, AX_LEFT:-AX_RIGHT]
     assert chart.shape == (64, 500, 3)
-    assert (chart[1:32] != (200, 40, 40)).any(axis=2).all() and (chart[32:] == (200, 40, 40)).all()
+    assert (chart[1:32] != (200, 40, 40)).any(axis=2).all() and (chart[33:] == (200, 40, 40)).all()
+    assert (chart[32] == (120, 24, 24)).all()  # the darker top edge of the 50 % area
 
 
 def test_loops_numbered_from_one_record_the_same_grid():

@@ -83,3 +83,17 @@ def test_colorful_dimension_is_drawn_one_way_in_tensorboard_and_video(tmp_path, 
     (job,) = [j for j in plan_jobs(runs, max_px=96) if j.name == "act_colordim"]
     job.render(1)
     assert len(calls) == 1 and calls[0]["title"] == "G/c1"
+
+
+def test_fraction_panel_draws_zero_and_leaves_missing_blank():
+    """0 % dead is a value, shown as a line on the floor; a write still to come (NaN) is blank."""
+    import numpy as np
+
+    from diagnostics.render import fraction_panel
+
+    zero = fraction_panel([0.0], [10], title="dead")
+    missing = fraction_panel([np.nan], [10], title="dead")
+    edge = np.array((120, 24, 24), np.uint8)
+    assert (zero == edge).all(axis=2).sum() >= 100  # a full-width line in the plot
+    assert not (missing == edge).all(axis=2).any()
+    assert zero.shape == missing.shape
