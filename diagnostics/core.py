@@ -369,7 +369,7 @@ class Diagnostics:
             self._remove()
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
-                report = self.summary() + "\n\nwrites by diagnostic:\n" + self.writer.cost_report()
+                report = self.summary()
                 self.writer.text(tags.DIAGNOSTICS_COST, _markdown_pre(report), self._last_step or 0)
                 self.writer.flush()
 
@@ -500,11 +500,16 @@ class Diagnostics:
 
     # ---------------------------------------------------------------------------------- output
     def summary(self) -> str:
-        """Cost report: per diagnostic, seconds on the training step, seconds writing, MB written."""
+        """Cost report: per diagnostic, seconds on the training step, seconds writing, MB written
+        (the writer's one table, :meth:`Writer.cost_report`, where this rank writes)."""
         rec = {
             "act": self.act.seconds if self.act else 0.0,
             "params": self.params.seconds if self.params else 0.0,
         }
+        tail = f"writes: {self.n_writes}, every {self.every}, record_every {self.record_every}"
+        if self.writer is not None and self.writer.is_writer:
+            self.writer.record_seconds.update({k: v for k, v in rec.items() if v > 0})
+            return self.writer.cost_report() + "\n" + tail
         names = [
             n for n in ("act", "params", "reduce", "scalars") if n in rec or n in self.write_seconds
         ]
@@ -515,9 +520,7 @@ class Diagnostics:
                 f"{n:<12} {rec.get(n, 0.0):>10.3f} {self.write_seconds.get(n, 0.0):>10.3f}"
                 f" {wb.get(n, 0) / 1e6:>11.3f}"
             )
-        lines.append(
-            f"writes: {self.n_writes}, every {self.every}, record_every {self.record_every}"
-        )
+        lines.append(tail)
         return "\n".join(lines)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:

@@ -55,6 +55,9 @@ class Writer:
             )
         self.seconds: dict[str, float] = defaultdict(float)
         self.bytes: dict[str, int] = defaultdict(int)
+        # Host seconds on the training step (hooks), set by Diagnostics: the one cost report
+        # shows them beside the write costs
+        self.record_seconds: dict[str, float] = {}
         self._current: list[str] = []
         self._size = 0
         if self.is_writer:
@@ -88,12 +91,14 @@ class Writer:
         self._size = size
 
     def cost_report(self) -> str:
-        """A plain-text table of time and bytes per diagnostic."""
-        names = sorted(set(self.seconds) | set(self.bytes))
-        lines = [f"{'diagnostic':<20} {'seconds':>10} {'MB written':>12}"]
+        """The run's one cost table: per diagnostic, host seconds on the training step (hooks),
+        seconds in writes and MB written."""
+        names = sorted(set(self.seconds) | set(self.bytes) | set(self.record_seconds))
+        lines = [f"{'diagnostic':<20} {'record s':>10} {'write s':>10} {'MB written':>12}"]
         for n in names:
             lines.append(
-                f"{n:<20} {self.seconds.get(n, 0.0):>10.3f} {self.bytes.get(n, 0) / 1e6:>12.3f}"
+                f"{n:<20} {self.record_seconds.get(n, 0.0):>10.3f} {self.seconds.get(n, 0.0):>10.3f}"
+                f" {self.bytes.get(n, 0) / 1e6:>12.3f}"
             )
         return "\n".join(lines)
 
