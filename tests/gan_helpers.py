@@ -33,3 +33,27 @@ def events(run_dir) -> EventAccumulator:
     )
     acc.Reload()
     return acc
+
+
+def poison_critic_at(monkeypatch, k: int, n_critic: int) -> dict:
+    """Make the critic's loss NaN in the first critic update of step ``k`` (``n_critic`` updates
+    per step); returns a dict that receives the built ``G`` and ``D`` for inspection."""
+    import experiments.train_gan as tg
+
+    calls = {"n": 0}
+    real_loss, real_build = tg.critic_loss, tg.build_models
+
+    def poisoned(s_real, s_fake):
+        calls["n"] += 1
+        loss = real_loss(s_real, s_fake)
+        return loss * float("nan") if calls["n"] == n_critic * (k - 1) + 1 else loss
+
+    built: dict = {}
+
+    def observed(*a, **kw):
+        built["G"], built["D"] = real_build(*a, **kw)
+        return built["G"], built["D"]
+
+    monkeypatch.setattr(tg, "critic_loss", poisoned)
+    monkeypatch.setattr(tg, "build_models", observed)
+    return built

@@ -10,7 +10,7 @@ import torch
 
 from diagnostics.health import StepGuard
 from experiments import common
-from tests.gan_helpers import gan_cfg
+from tests.gan_helpers import gan_cfg, poison_critic_at
 
 
 def _run(opt_name: str, bad_step: int, n_steps: int = 4, poison: str = "nan"):
@@ -133,23 +133,7 @@ def test_gan_nan_is_masked_until_the_next_write(cache_dir, tmp_path, monkeypatch
     import experiments.train_gan as tg
 
     k, n_critic = 5, 2
-    calls = {"n": 0}
-    real_loss = tg.critic_loss
-
-    def poisoned(s_real, s_fake):
-        calls["n"] += 1
-        loss = real_loss(s_real, s_fake)
-        return loss * float("nan") if calls["n"] == n_critic * (k - 1) + 1 else loss
-
-    built = {}
-    real_build = tg.build_models
-
-    def observed(*a, **kw):
-        built["G"], built["D"] = real_build(*a, **kw)
-        return built["G"], built["D"]
-
-    monkeypatch.setattr(tg, "critic_loss", poisoned)
-    monkeypatch.setattr(tg, "build_models", observed)
+    built = poison_critic_at(monkeypatch, k, n_critic)
     cfg = gan_cfg(
         cache_dir,
         "train.steps=12",

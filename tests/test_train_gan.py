@@ -15,7 +15,7 @@ from omegaconf.errors import ConfigKeyError
 from experiments import common
 from experiments.data import mantle
 from experiments.train_gan import train
-from tests.gan_helpers import GAN_CONF, ROOT, events, gan_cfg
+from tests.gan_helpers import GAN_CONF, ROOT, events, gan_cfg, poison_critic_at
 
 EXPS = sorted(p.stem for p in (GAN_CONF / "exp").glob("*.yaml"))
 
@@ -248,23 +248,7 @@ def test_nan_in_critic_loss_stops_without_applying_the_step(cache_dir, tmp_path,
     import experiments.train_gan as tg
 
     k, n_critic = 3, 2  # TINY uses train.n_critic=2
-    calls = {"n": 0}
-    real_loss = tg.critic_loss
-
-    def poisoned(s_real, s_fake):
-        calls["n"] += 1
-        loss = real_loss(s_real, s_fake)
-        return loss * float("nan") if calls["n"] == n_critic * (k - 1) + 1 else loss
-
-    built = {}
-    real_build = tg.build_models
-
-    def observed(*a, **kw):
-        built["G"], built["D"] = real_build(*a, **kw)
-        return built["G"], built["D"]
-
-    monkeypatch.setattr(tg, "critic_loss", poisoned)
-    monkeypatch.setattr(tg, "build_models", observed)
+    built = poison_critic_at(monkeypatch, k, n_critic)
     cfg = gan_cfg(cache_dir, "train.steps=6", "checkpoint.every=1", "checkpoint.n_keep=10")
     with pytest.raises(tg.StopTraining, match=rf"step {k}.*loss/D") as e:
         train(cfg, tmp_path)
