@@ -274,6 +274,15 @@ class Naive:
         self.tb.close()
 
 
+def release(c) -> None:
+    """End a block of steps: the naive hooks are removed, the others detached (the object and its
+    step numbering are kept for the next block)."""
+    if isinstance(c, Naive):
+        c.hooks.remove()
+    elif c is not None:
+        c.detach()
+
+
 def main() -> None:
     """Run the benchmark and print per-step times, overheads and the naive/full ratio."""
     ap = argparse.ArgumentParser(
@@ -366,10 +375,7 @@ def main() -> None:
                         c.step(steps[m])
                 sync()
             finally:
-                if c is not None and m == "naive":
-                    c.hooks.remove()
-                elif c is not None:
-                    c.detach()  # keep the object (and its step numbering) for the next block
+                release(c)
             wall[m].append((time.perf_counter() - t0) / n_steps)
             child = c.children_cpu() - k0 if isinstance(c, Wandb) else 0.0
             cpu[m].append((time.process_time() - c0 + child) / n_steps)
@@ -391,15 +397,12 @@ def main() -> None:
             with count_syncs(syncs[m]):
                 for _ in range(n_sync[m]):
                     steps[m] += 1
-                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    step_fn(G, D, opt_g, opt_d, x, y, args)
                     if c is not None:
                         c.step(steps[m])
                 sync()
         finally:
-            if c is not None and m == "naive":
-                c.hooks.remove()
-            elif c is not None:
-                c.detach()
+            release(c)
     # Operators: one recorded step without a write, and one write (diagnostics modes).
     from torch.profiler import ProfilerActivity, profile
 
@@ -413,11 +416,11 @@ def main() -> None:
             if isinstance(c, Diagnostics) and c.every > 1:  # next: recorded, not a write
                 while (steps[m] + 1) % c.record_every or (steps[m] + 1) % c.every == 0:
                     steps[m] += 1
-                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    step_fn(G, D, opt_g, opt_d, x, y, args)
                     c.step(steps[m])
             steps[m] += 1
             with profile(activities=acts) as prof:
-                gan_step(G, D, opt_g, opt_d, x, y, args)
+                step_fn(G, D, opt_g, opt_d, x, y, args)
                 if c is not None:
                     c.step(steps[m])
                 sync()
@@ -425,20 +428,17 @@ def main() -> None:
             if isinstance(c, Diagnostics):
                 while (steps[m] + 1) % c.every:
                     steps[m] += 1
-                    gan_step(G, D, opt_g, opt_d, x, y, args)
+                    step_fn(G, D, opt_g, opt_d, x, y, args)
                     c.step(steps[m])
                 steps[m] += 1
-                gan_step(G, D, opt_g, opt_d, x, y, args)
+                step_fn(G, D, opt_g, opt_d, x, y, args)
                 with profile(activities=acts) as pw:
                     c.step(steps[m])  # the write: weights, reduce, one host copy, records
                     sync()
                 n_write = top_level_ops(pw)
             ops[m] = (top_level_ops(prof), n_write)
         finally:
-            if c is not None and m == "naive":
-                c.hooks.remove()
-            elif c is not None:
-                c.detach()
+            release(c)
 
     # On a shared CPU, other processes inflate wall time; the process's own CPU time (all its
     # threads, the event writer's included) is the steadier measure there. On a GPU: wall time.
