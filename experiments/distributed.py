@@ -169,6 +169,30 @@ def _nproc(args: list[str]) -> int | None:
     return 1 if args else None
 
 
+def torchrun_defaults(args: list[str]) -> list[str]:
+    """``args`` with this launcher's defaults for the torchrun options the user did not give.
+
+    - ``--shutdown-timeout``: how long torchrun waits for workers after it forwarded SIGTERM.
+    - ``--local-addr 127.0.0.1`` under ``--standalone``: torchrun otherwise hands the workers this
+      node's hostname as MASTER_ADDR, and where the hostname does not resolve (containers, CI
+      runners, some compute nodes) every worker retries its store connection until the timeout,
+      silently. A single-node job always reaches itself on loopback; multi-node jobs
+      (``--rdzv-endpoint``) are left as given.
+    """
+    end = next((i for i, a in enumerate(args) if a == "-m" or a.endswith(".py")), len(args))
+    opts = args[:end]
+
+    def given(*names: str) -> bool:
+        return any(a == n or a.startswith(n + "=") for a in opts for n in names)
+
+    extra = []
+    if not given("--shutdown-timeout", "--shutdown_timeout"):
+        extra += ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
+    if given("--standalone") and not given("--local-addr", "--local_addr"):
+        extra += ["--local-addr", "127.0.0.1"]
+    return [*extra, *args]
+
+
 def launch(args: list[str]) -> int:
     """Run ``torchrun`` with ``args`` and return the job's exit status.
 
@@ -190,8 +214,7 @@ def launch(args: list[str]) -> int:
 
     from experiments.common import EXIT_DIR_ENV
 
-    if not any(a.startswith(("--shutdown-timeout", "--shutdown_timeout")) for a in args):
-        args = ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S), *args]
+    args = torchrun_defaults(args)
     exit_dir = Path(tempfile.mkdtemp(prefix="fieldscope-exit-"))
     env = dict(os.environ, **{EXIT_DIR_ENV: str(exit_dir)})
 
