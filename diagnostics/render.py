@@ -122,16 +122,56 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=4096)
+def _text_mask(text: str, size: int) -> tuple[np.ndarray, int, int]:
+    """``text`` at ``size`` px rendered once as an 8-bit coverage mask, with its offset from the
+    drawing origin. Tick labels, titles and legends repeat at every write: each is rasterised
+    once per process, then only blended (:func:`stamp_text`)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(size)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    w, h = max(right - left, 0), max(bottom - top, 0)
+    if w == 0 or h == 0:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    out = np.asarray(mask).copy()
+    out.setflags(write=False)
+    return out, left, top
+
+
+@functools.lru_cache(maxsize=4096)
+def text_width(text: str, size: int) -> float:
+    """Advance width of ``text`` at ``size`` px (PIL's ``textlength``), cached."""
+    return float(_font(size).getlength(text))
+
+
+def stamp_text(
+    img: np.ndarray, text: str, xy: tuple[float, float], *, size: int = 14, color=(0, 0, 0)
+) -> np.ndarray:
+    """Blend ``text`` (anti-aliased, ``color``) into an RGB uint8 image in place at ``xy`` (the
+    PIL text origin, rounded to whole pixels), clipped to the image; returns ``img``."""
+    mask, dx, dy = _text_mask(text, int(size))
+    if mask.size == 0:
+        return img
+    x0, y0 = int(round(xy[0])) + dx, int(round(xy[1])) + dy
+    H, W = img.shape[:2]
+    ya, yb, xa, xb = max(y0, 0), min(y0 + mask.shape[0], H), max(x0, 0), min(x0 + mask.shape[1], W)
+    if ya >= yb or xa >= xb:
+        return img
+    a = mask[ya - y0 : yb - y0, xa - x0 : xb - x0, None].astype(np.uint16)
+    region = img[ya:yb, xa:xb, :3]
+    ink = np.asarray(color, np.uint16)[: region.shape[2]]
+    region[...] = ((region.astype(np.uint16) * (255 - a) + ink * a + 127) // 255).astype(np.uint8)
+    return img
+
+
 def draw_text(
     img: np.ndarray, text: str, xy: tuple[int, int], *, size: int = 14, color=(0, 0, 0)
 ) -> np.ndarray:
-    """Draw ``text`` onto an RGB uint8 image in place (PIL, no matplotlib) and return it."""
-    from PIL import Image, ImageDraw
-
-    pil = Image.fromarray(img)
-    ImageDraw.Draw(pil).text(xy, text, fill=tuple(color), font=_font(size))
-    img[...] = np.asarray(pil)
-    return img
+    """Draw ``text`` onto an RGB uint8 image in place and return it (:func:`stamp_text`)."""
+    return stamp_text(img, text, xy, size=size, color=color)
 
 
 def label_above(
@@ -170,19 +210,23 @@ def fit_label_above(
     """Like :func:`label_above`, one line per ``\\n`` in ``text``; a line too wide for the image
     is wrapped onto sub-lines in its share of the height (font not below ``min_size``), and only
     where that cannot fit drawn smaller, down to 6 px: a long name is wrapped or shrunk, never cut."""
-    from PIL import Image, ImageDraw
+    strip = _label_strip(text, img.shape[1], height, size, tuple(fill), min_size)
+    return np.concatenate([strip, img[..., :3]], axis=0)
 
-    width = img.shape[1]
+
+@functools.lru_cache(maxsize=1024)
+def _label_strip(
+    text: str, width: int, height: int, size: int, fill: tuple, min_size: int
+) -> np.ndarray:
+    """The title strip of :func:`fit_label_above`, laid out and drawn once per (text, width)."""
     strip = np.empty((height, width, 3), np.uint8)
     strip[:] = fill
-    pil = Image.fromarray(strip)
-    draw = ImageDraw.Draw(pil)
     lines = text.split("\n")
     line_h = height // len(lines)
     y = 0
 
     def fits(pieces, s):
-        return max(draw.textlength(p, font=_font(s)) for p in pieces) <= width - 4
+        return max(text_width(p, s) for p in pieces) <= width - 4
 
     for ln in lines:
         # wrapping onto more sub-lines is preferred to a font below min_size; only when the
@@ -203,11 +247,10 @@ def fit_label_above(
                 break
         sub_h = line_h // len(pieces)
         for n, p in enumerate(pieces):
-            draw.text(
-                (2, y + n * sub_h + max(0, (sub_h - s) // 2 - 1)), p, fill=(0, 0, 0), font=_font(s)
-            )
+            stamp_text(strip, p, (2, y + n * sub_h + max(0, (sub_h - s) // 2 - 1)), size=s)
         y += line_h
-    return np.concatenate([np.asarray(pil), img[..., :3]], axis=0)
+    strip.setflags(write=False)
+    return strip
 
 
 def figure_to_array(fig) -> np.ndarray:
@@ -302,31 +345,28 @@ def axes_panel(
     (``x_ticks``: (column px, label)) named ``x_label``, ``title`` above (one line per ``\\n``)
     and, given ``bar`` = (vmin, vmax, cmap, label), a colour bar below. The plot area starts at
     (AX_TITLE, AX_LEFT)."""
-    from PIL import Image, ImageDraw
-
     h, w = plot.shape[:2]
     canvas = np.empty((h + AX_BOTTOM, AX_LEFT + w + AX_RIGHT, 3), np.uint8)
     canvas[:] = fill
     canvas[:h, AX_LEFT : AX_LEFT + w] = plot[..., :3]
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    f = _font(10)
-    d.line([(AX_LEFT - 1, 0), (AX_LEFT - 1, h)], fill=AXIS_RGB)  # y axis
-    d.line([(AX_LEFT - 1, h), (AX_LEFT + w, h)], fill=AXIS_RGB)  # x axis
+    canvas[: h + 1, AX_LEFT - 1] = AXIS_RGB  # y axis
+    canvas[h, AX_LEFT - 1 : AX_LEFT + w + 1] = AXIS_RGB  # x axis
     for y, text in y_ticks:
         y = int(min(max(y, 0), h - 1))
-        d.line([(AX_LEFT - 4, y), (AX_LEFT - 1, y)], fill=AXIS_RGB)
-        tw = d.textlength(text, font=f)
-        d.text((AX_LEFT - 6 - tw, min(max(0, y - 6), h - 12)), text, fill=(0, 0, 0), font=f)
+        canvas[y, AX_LEFT - 4 : AX_LEFT] = AXIS_RGB
+        tw = text_width(text, 10)
+        stamp_text(canvas, text, (AX_LEFT - 6 - tw, min(max(0, y - 6), h - 12)), size=10)
     right = AX_LEFT + w + AX_RIGHT
     for x, text in x_ticks:
         x = AX_LEFT + int(min(max(x, 0), w - 1))
-        d.line([(x, h), (x, h + 3)], fill=AXIS_RGB)
-        tw = d.textlength(text, font=f)
-        d.text((min(max(0, x - tw / 2), right - tw), h + 4), text, fill=(0, 0, 0), font=f)
-    tw = d.textlength(x_label, font=f)
-    d.text((AX_LEFT + max(0, (w - tw) / 2), h + 17), x_label, fill=(80, 80, 80), font=f)
-    out = np.asarray(pil).copy()
+        canvas[h : h + 4, x] = AXIS_RGB
+        tw = text_width(text, 10)
+        stamp_text(canvas, text, (min(max(0, x - tw / 2), right - tw), h + 4), size=10)
+    tw = text_width(x_label, 10)
+    stamp_text(
+        canvas, x_label, (AX_LEFT + max(0, (w - tw) / 2), h + 17), size=10, color=(80, 80, 80)
+    )
+    out = canvas
     if bar is not None:
         out = with_colorbar(out, bar[0], bar[1], bar[2], label=bar[3], fill=fill)
     return fit_label_above(out, title, height=AX_TITLE, size=12, fill=fill)
@@ -413,16 +453,18 @@ def fraction_panel(
     img = np.full((plot_h, len(cols), 3), 255, np.uint8)
     img[[0, plot_h // 2], :] = (225, 225, 225)  # gridlines at 100 % and 50 %
     edge = tuple(int(c * 0.6) for c in rgb)
-    for px, i in enumerate(cols):
-        x = v[i] if i < len(v) else np.nan
-        if not np.isfinite(x):
-            continue
-        hpx = int(round(min(max(x, 0.0), 1.0) * plot_h))
-        if hpx:
-            img[plot_h - hpx :, px] = rgb
-        # A darker top edge on every finite value, so 0 % reads as a line on the floor, not as
-        # the blank of a write still to come
-        img[plot_h - max(hpx, 1), px] = edge
+    x = np.full(len(cols), np.nan)
+    inside = cols < len(v)
+    x[inside] = v[cols[inside]]
+    fin = np.isfinite(x)
+    hpx = np.zeros(len(cols), np.int64)
+    hpx[fin] = np.rint(np.clip(x[fin], 0.0, 1.0) * plot_h).astype(np.int64)
+    rows = np.arange(plot_h)[:, None]
+    img[(rows >= plot_h - hpx[None, :]) & fin[None, :]] = rgb
+    # A darker top edge on every finite value, so 0 % reads as a line on the floor, not as the
+    # blank of a write still to come
+    px = np.flatnonzero(fin)
+    img[plot_h - np.maximum(hpx[px], 1), px] = edge
     y_ticks = [(0, "100 %"), (plot_h // 2, "50 %"), (plot_h - 1, "0 %")]
     return axes_panel(img, title=title, x_ticks=_step_ticks(steps, n, len(cols)), y_ticks=y_ticks)
 
@@ -484,12 +526,12 @@ def lines_panel(
             d.line(pts, fill=LINE_RGB[j], width=2)
         for x, y in pts[-1:]:
             d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=LINE_RGB[j])
+    img = np.asarray(pil).copy()
     if names:
         x = 4
         for j, name in enumerate(names[:k]):
-            d.text((x, 2), name, fill=LINE_RGB[j], font=_font(10))
-            x += d.textlength(name, font=_font(10)) + 8
-    img = np.asarray(pil).copy()
+            stamp_text(img, name, (x, 2), size=10, color=LINE_RGB[j])
+            x += text_width(name, 10) + 8
     y_ticks = [(int(round(px(0, v)[1])), _tick(v)) for v in (hi, 0.5 * (lo + hi), lo)]
     x_ticks = [(int(px(i, 0)[0]), str(int(s))) for i, s in ((i, list(steps)[i]) for i in _ticks(n))]
     return axes_panel(img, title=title, x_ticks=x_ticks, y_ticks=y_ticks)

@@ -203,7 +203,21 @@ class Writer:
             raise ValueError(
                 f"image {tag!r}: expected uint8 (H, W, 3|4), got {img.dtype} {img.shape}"
             )
-        self._tb.add_image(tag, img, step, dataformats="HWC")
+        # Encoded here, not by add_image: that path converts uint8 to float32, rescales and casts
+        # back, then compresses at zlib level 6; charts with flat colour areas compress almost as
+        # well at level 3 in two thirds of the time (the image writes dominate a default write).
+        import io
+
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=3)
+        h, w, c = img.shape
+        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=buf.getvalue())
+        self._tb._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, image=image)]), step
+        )
 
     def figure(self, tag: str, fig, step: int) -> None:
         """A matplotlib figure, rendered once through Agg and closed."""
