@@ -18,9 +18,11 @@ separate pass; on a GPU also CUDA's sync debug mode) and operators per recorded 
 (top-level aten operators in ``torch.profiler``, view operators excluded; on a GPU each is a
 kernel launch).
 
-A block is ``every`` (of the default config) steps long, so each block of mode 2 holds exactly
-one write and each of mode 3 one round of images: the median then includes their cost instead of
-hiding it. The naive mode has no periodic part and is slow, so its blocks are shorter.
+A diagnostics mode's block is the least common multiple of its ``every`` and ``image_every``
+steps long (default: 200 steps, four writes and one round of images; full: 50), so every block
+holds the same writes and images and the median includes their cost instead of hiding it; the
+``none`` and ``wandb`` blocks are as long as ``default``'s. The naive mode has no periodic part and
+is slow, so its blocks are shorter. Host syncs are counted over one write interval per mode.
 
     python benchmarks/diagnostics_overhead.py                 # CPU, small-experiment sizes
     python benchmarks/diagnostics_overhead.py --device cuda --amp bf16 --reps 5
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import tempfile
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch import nn
 
 from diagnostics import Diagnostics, Writer
 from diagnostics.hooks import Hooks, select_modules
@@ -293,7 +297,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument(
-        "--block", type=int, default=None, help="steps per block (default: default.every)"
+        "--block", type=int, default=None, help="steps per block (default: lcm(every, image_every))"
     )
     ap.add_argument("--naive-block", type=int, default=5, help="steps per naive block")
     ap.add_argument("--batch", type=int, default=2)
@@ -320,7 +324,13 @@ def main() -> None:
     cfgs = {"default": load_cfg("default"), "full": load_cfg("full")}
     cfgs["weights"] = load_cfg("default") | {"every": 1, "record_every": 1, "image_every": None}
     cfgs["weights"]["activations"] = {"enabled": False}
-    block = args.block or int(cfgs["default"]["every"])
+
+    def cycle(cfg) -> int:  # steps after which the mode's writes and images repeat
+        d = Diagnostics({"M": nn.Linear(1, 1)}, None, None, cfg)
+        return math.lcm(d.every, d.image_every) if d.enabled else 1
+
+    cycles = {m: cycle(c) for m, c in cfgs.items()}
+    block = args.block or cycles["default"]
     modes = args.modes.split(",")
     if "wandb" in modes:
         try:
@@ -352,7 +362,10 @@ def main() -> None:
         for m, c in ctx.items()
         if isinstance(c, Diagnostics | Naive)
     }
-    print(f"hooked layers: {n_hooked}; block = {block} steps, reps = {args.reps}")
+    blocks = {
+        m: args.naive_block if m == "naive" else args.block or cycles.get(m, block) for m in modes
+    }
+    print(f"hooked layers: {n_hooked}; steps per block {blocks}, reps = {args.reps}")
 
     for _ in range(2):  # warm-up (allocator, first-write edges)
         step_fn(G, D, opt_g, opt_d, x, y, args)
@@ -367,7 +380,7 @@ def main() -> None:
             if c is not None:
                 c.__enter__()
             try:
-                n_steps = args.naive_block if m == "naive" else block
+                n_steps = blocks[m]
                 for _ in range(n_steps):
                     steps[m] += 1
                     step_fn(G, D, opt_g, opt_d, x, y, args)
@@ -389,7 +402,7 @@ def main() -> None:
     n_sync = {}
     for m in modes:
         c = ctx.get(m)
-        n_sync[m] = args.naive_block if m == "naive" else block
+        n_sync[m] = args.naive_block if m == "naive" else int(cfgs.get(m, cfgs["default"])["every"])
         syncs[m] = Counter()
         if c is not None:
             c.__enter__()
@@ -413,25 +426,32 @@ def main() -> None:
         if c is not None:
             c.__enter__()
         try:
-            if isinstance(c, Diagnostics) and c.every > 1:  # next: recorded, not a write
-                while (steps[m] + 1) % c.record_every or (steps[m] + 1) % c.every == 0:
+            diag = isinstance(c, Diagnostics)
+            # the next recorded step; not a write unless every recorded step is one (default:
+            # record_every = every), in which case the write is profiled apart from the step
+            on_write = diag and c.record_every % c.every == 0
+            if diag and c.every > 1:
+                while (steps[m] + 1) % c.record_every or (
+                    not on_write and (steps[m] + 1) % c.every == 0
+                ):
                     steps[m] += 1
                     step_fn(G, D, opt_g, opt_d, x, y, args)
                     c.step(steps[m])
             steps[m] += 1
             with profile(activities=acts) as prof:
                 step_fn(G, D, opt_g, opt_d, x, y, args)
-                if c is not None:
+                if c is not None and not on_write:
                     c.step(steps[m])
                 sync()
             n_write = None
-            if isinstance(c, Diagnostics):
-                while (steps[m] + 1) % c.every:
+            if diag:
+                if not on_write:
+                    while (steps[m] + 1) % c.every:
+                        steps[m] += 1
+                        step_fn(G, D, opt_g, opt_d, x, y, args)
+                        c.step(steps[m])
                     steps[m] += 1
                     step_fn(G, D, opt_g, opt_d, x, y, args)
-                    c.step(steps[m])
-                steps[m] += 1
-                step_fn(G, D, opt_g, opt_d, x, y, args)
                 with profile(activities=acts) as pw:
                     c.step(steps[m])  # the write: weights, reduce, one host copy, records
                     sync()
@@ -473,7 +493,7 @@ def main() -> None:
                     f"{(med['wandb'] - base) / max(med['weights'] - base, 1e-12):.1f}x"
                 )
     base_ops = ops.get("none", (0, None))[0]
-    print("\nhost syncs per step (all steps of one block, writes included) and operators:")
+    print("\nhost syncs per step (one write interval, its write included) and operators:")
     print(
         f"  {'mode':<8} {'syncs/step':>10} {'ops/step':>9} {'+ops/step':>10} {'ops/write':>10}  kinds"
     )

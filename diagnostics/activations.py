@@ -16,8 +16,8 @@ and ranks, and each coarse count is an exact sum of fine counts. Exact zeros are
 fixed ``transform`` (``none``, ``abs``, ``log10abs``) with ``lo``/``hi``/``n_bins`` or ``edges``
 gives one fixed grid for every layer instead.
 
-Dead (default): the fraction of a layer's units that gave no nonzero output over the whole
-interval since the previous write, a unit being a channel (dim 1, conv layout) or, for Linear,
+Dead (default): the fraction of a layer's units that gave no nonzero output in any forward
+recorded since the previous write (by default the write step's own forwards: ``record_every``), a unit being a channel (dim 1, conv layout) or, for Linear,
 RNN and attention outputs and 2-D tensors, a feature (last dim). A ReLU fed only negatives is 100 %
 dead, a healthy ReLU (half its outputs zero, every unit sometimes on) 0 %, a LeakyReLU or Tanh
 never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k bins.
@@ -91,7 +91,50 @@ def _scratch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return have[0][:n], have[1][:n]
 
 
-def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _log2_bits(
+    x: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(flat float32 view of ``x`` on ``device``, |x| in a reused work buffer, its slots)."""
+    if x.device != device:
+        x = x.to(device, non_blocking=True)
+    flat = x.detach().reshape(-1).float()
+    a, idx = _scratch(flat.numel(), flat.device)
+    torch.abs(flat, out=a)
+    torch.bitwise_right_shift(a.view(torch.int32), _SHIFT, out=idx)  # sign bit cleared: >= 0
+    return flat, a, idx
+
+
+def _slot_counts(idx: torch.Tensor) -> torch.Tensor:
+    """(_N_SLOTS,) counts of the slots ``idx``."""
+    if idx.device.type == "cpu":
+        return torch.bincount(idx, minlength=_N_SLOTS)
+    # bincount on CUDA reads max() back to the host; scatter_add_ does not
+    h = torch.zeros(_N_SLOTS, dtype=torch.int64, device=idx.device)
+    return h.scatter_add_(0, idx.long(), torch.ones_like(idx, dtype=torch.int64))
+
+
+def _moments(buf: torch.Tensor, flat: torch.Tensor) -> None:
+    """Sum and sum of squares of ``flat`` into their slots of ``buf``."""
+    if flat.numel():
+        nc = AUTO_GRID.n_counts
+        buf[nc + 1 : nc + 3].add_(torch.stack([flat.sum(), torch.dot(flat, flat)]).double())
+
+
+def fold_slots(buf: torch.Tensor, raw: torch.Tensor) -> None:
+    """Slot counts ``raw`` (_N_SLOTS,) into ``buf``'s layout: underflow (zeros too), fine bins,
+    overflow (+Inf too), and the NaN and non-finite counts."""
+    # raw: (_N_SLOTS,) counts; buf: (AUTO_GRID.size,) float64 on raw's device
+    nc = AUTO_GRID.n_counts
+    h = raw.to(torch.float64)
+    buf.index_add_(0, _slot_map(raw.device), h)  # NaN lands in the nonfinite count
+    # NaN count, and +Inf (already in overflow) into the nonfinite count too: the layout of
+    # stats.accumulate, [.., nan_count, sum, sum_sq, n_nonfinite]
+    buf[nc : nc + 4 : 3].add_(torch.stack([h[_INF_SLOT + 1 :].sum(), h[_INF_SLOT]]))
+
+
+def accumulate_log2(
+    buf: torch.Tensor, x: torch.Tensor, raw: torch.Tensor | None = None
+) -> torch.Tensor:
     """Add the :data:`AUTO_GRID` statistics of ``x`` into ``buf`` (``(AUTO_GRID.size,)`` float64),
     the layout of :func:`diagnostics.stats.accumulate`; returns |x| (float32, flat) in a reused
     work buffer, valid until the next call.
@@ -99,30 +142,20 @@ def accumulate_log2(buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     The bin of |a| is its float32 bit pattern shifted right by 17 (exponent and 6 mantissa bits):
     abs, one shift and one bincount into reused buffers, no log, no clamp; exact zeros, Inf and
     NaN fall into their own slots. About 3x cheaper on CPU than the general path.
+
+    Given ``raw`` (``(_N_SLOTS,)`` int64, the caller's), the slot counts are only added to it and
+    the caller folds them into ``buf`` later (:func:`fold_slots`, once for many calls): the hooks
+    do this, so a forward pays for the bincount and not for the mapping of 16384 slots.
     """
     # x: any shape, any float dtype; buf: (n_fine + 6,) float64 on x's device
     if buf.shape != (AUTO_GRID.size,):
         raise ValueError(f"buffer shape {tuple(buf.shape)} != ({AUTO_GRID.size},)")
-    if x.device != buf.device:
-        x = x.to(buf.device, non_blocking=True)
-    flat = x.detach().reshape(-1).float()
-    a, idx = _scratch(flat.numel(), flat.device)
-    torch.abs(flat, out=a)
-    torch.bitwise_right_shift(a.view(torch.int32), _SHIFT, out=idx)  # sign bit cleared: >= 0
-    if idx.device.type == "cpu":
-        h = torch.bincount(idx, minlength=_N_SLOTS)
-    else:  # bincount on CUDA reads max() back to the host; scatter_add_ does not
-        h = torch.zeros(_N_SLOTS, dtype=torch.float32, device=idx.device)
-        h.scatter_add_(0, idx.long(), torch.ones_like(a))
-    nc = AUTO_GRID.n_counts
-    h = h.to(torch.float64)
-    buf.index_add_(0, _slot_map(idx.device), h)  # NaN lands in the nonfinite count
-    if flat.numel():
-        # NaN count, sum, sum of squares, and +-Inf (already in overflow) into the nonfinite
-        # count too: the layout of stats.accumulate, [.., nan_count, sum, sum_sq, n_nonfinite]
-        nan, inf = h[_INF_SLOT + 1 :].sum(), h[_INF_SLOT]
-        moments = torch.stack([nan, flat.sum().double(), torch.dot(flat, flat).double(), inf])
-        buf[nc:].add_(moments)
+    flat, a, idx = _log2_bits(x, buf.device)
+    if raw is None:
+        fold_slots(buf, _slot_counts(idx))
+    else:
+        raw.add_(_slot_counts(idx))
+    _moments(buf, flat)
     return a
 
 
@@ -329,9 +362,13 @@ class ActivationStats:
                 model, types=types, names=cfg.get("names"), exclude=cfg.get("exclude")
             ):
                 self.layers.append((mname, lname, m))
-        self.active = False
+        self._active = False
         self.seconds = 0.0  # host time inside hooks (launch time only on a GPU)
         self.bufs: list[torch.Tensor] = []
+        # auto bins: per-layer slot counts of the recorded forwards, folded into ``bufs`` when
+        # recording stops and before every read of the buffers (:meth:`flush`)
+        self._raw: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._dirty = [False] * len(self.layers)
         # bounded histories (memory and per-write cost flat in run length)
         self.columns = [ColumnHistory(self.n_bins + 2) for _ in self.layers]
         self.dead_hist = [ColumnHistory(1) for _ in self.layers]
@@ -352,7 +389,28 @@ class ActivationStats:
 
     def bind(self, views: list[torch.Tensor]) -> None:
         """Use these views of the shared flat buffer, one per layer."""
+        self.flush()
         self.bufs = views
+
+    @property
+    def active(self) -> bool:
+        """Whether the hooks record; switching recording off folds the pending slot counts."""
+        return self._active
+
+    @active.setter
+    def active(self, on: bool) -> None:
+        if self._active and not on:
+            self.flush()
+        self._active = bool(on)
+
+    def flush(self) -> None:
+        """Fold the slot counts recorded since the last flush into the layers' buffers (one
+        16384-slot mapping per layer, instead of one per forward)."""
+        for i, raw in enumerate(self._raw):
+            if self._dirty[i]:
+                fold_slots(self.bufs[i][: self.spec.size], raw)
+                raw.zero_()
+                self._dirty[i] = False
 
     def _hook(self, i: int, module: nn.Module, out: torch.Tensor) -> None:
         if not self.active:
@@ -360,7 +418,11 @@ class ActivationStats:
         t0 = time.perf_counter()
         buf = self.bufs[i][: self.spec.size]
         if self.auto:
-            a = accumulate_log2(buf, out).view(out.shape)
+            raw = self._raw[i]
+            if raw is None or raw.device != buf.device:
+                raw = self._raw[i] = torch.zeros(_N_SLOTS, dtype=torch.int64, device=buf.device)
+            a = accumulate_log2(buf, out, raw=raw).view(out.shape)
+            self._dirty[i] = True
         else:
             accumulate(buf, out, self.spec)
             a = None
@@ -414,6 +476,10 @@ class ActivationStats:
 
     def discard_units(self) -> None:
         """Forget the dead-unit maxima recorded so far (with the flat buffer's counts)."""
+        for i, raw in enumerate(self._raw):
+            if raw is not None:
+                raw.zero_()
+            self._dirty[i] = False
         for u in self.units:
             if u is not None:
                 u.zero_()
@@ -424,6 +490,7 @@ class ActivationStats:
         The unit maxima are MAX-reduced across ranks first (a unit alive on any rank is alive);
         the counts then ride in the one host copy of the flat buffer (rank 0 adds them).
         """
+        self.flush()
         if self.dead_bins is None and self.layers:
             n_layers = len(self.layers)
             n = [0 if u is None else u.numel() for u in self.units]
@@ -521,7 +588,7 @@ class ActivationStats:
                     chart = dead_chart(
                         dh.mean()[0],
                         dh.steps,
-                        title=f"{tag} dead: units with no nonzero output since the last write"
+                        title=f"{tag} dead: units with no nonzero output in the recorded forwards"
                         if self.dead_bins is None
                         else f"{tag} dead fraction: share of outputs with "
                         f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "

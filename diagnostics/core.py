@@ -25,7 +25,8 @@ due for everything.
 
 Config keys (any Mapping, e.g. an OmegaConf DictConfig): ``enabled``, ``every`` (write period),
 ``record_every`` (activations and gradients are recorded at steps divisible by it; made a divisor
-of ``every`` if it is not), ``image_every`` (period of the colorful/dead-chart images; default ``every``),
+of ``every`` if it is not; default ``every``: the write step itself), ``image_every`` (period
+of the colorful/dead-chart images; default 4 x ``every``, and always at a run's last write),
 ``activations`` (``enabled``, ``types``, ``names``, ``exclude``, ``lo``, ``hi``, ``n_bins``,
 ``transform``, ``edges``, ``dead_bins``), ``weights`` (``enabled``, ``n_bins``, ``range``) and
 ``grads`` (``enabled``, ``lo``, ``hi``, ``n_bins``, ``edges``).
@@ -70,6 +71,7 @@ def plain(cfg) -> dict:
 
 # One default write period, the one conf/diagnostics/default.yaml states.
 DEFAULT_EVERY = 50
+IMAGE_WRITES = 4  # default image_every = IMAGE_WRITES x every
 COUNT_SUFFIXES = ("/nan_count", "/inf_count")  # written to TensorBoard once non-zero
 
 # Valid config keys per section; anything else is a typo and an error (``evry`` is not ignored).
@@ -215,8 +217,11 @@ class Diagnostics:
         writer = _check_writer(writer)
         self.enabled = bool(c.get("enabled", True))
         self.every = int(c.get("every", DEFAULT_EVERY))
-        self.record_every = int(c.get("record_every", 10))
-        self.image_every = int(c.get("image_every") or self.every)
+        # Defaults: record the write step itself (what is plotted at step s describes step s,
+        # as Keras' and Lightning's histogram logging do), and draw the images at every 4th
+        # write (each holds the whole history; the costliest part of a write).
+        self.record_every = int(c.get("record_every") or self.every)
+        self.image_every = int(c.get("image_every") or IMAGE_WRITES * self.every)
         if self.every < 1 or self.record_every < 1:
             raise ValueError(
                 f"every and record_every must be >= 1, got {self.every}, {self.record_every}"
@@ -249,6 +254,7 @@ class Diagnostics:
         self.last_step = 0
         self._entered = False
         self._pending = False
+        self._closing = False  # inside the final write of _close
         self._last_step: int | None = None
         self.act = None
         self.params = None
@@ -364,8 +370,10 @@ class Diagnostics:
     def _close(self, *, final_write: bool) -> None:
         try:
             if final_write and self._pending and self._last_step is not None:
+                self._closing = True
                 self._write(self._last_step)
         finally:
+            self._closing = False
             self._remove()
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
@@ -420,8 +428,9 @@ class Diagnostics:
         wrote = self.due("scalars", step)
         if wrote:
             self._write(step)
-        if self.enabled:
-            self._set_active((step + 1) % self.record_every == 0)
+        if self.enabled:  # the last step of a run is recorded too: the final write has data
+            nxt = step + 1
+            self._set_active(nxt % self.record_every == 0 or nxt == self.total_steps)
         return wrote
 
     @contextlib.contextmanager
@@ -469,7 +478,8 @@ class Diagnostics:
         scalars = self.scalars.means(host[n_flat:], tags)
         if records:
             segs = [host[s] for s in self._spans]
-            images = step % self.image_every == 0
+            # and at the last write of a run, so its final picture is always there
+            images = step % self.image_every == 0 or self._closing or step == self.total_steps
             if self.act:
                 with self._timed("act"):
                     self.act.emit(segs[: self._n_act], step, writer, scalars, images)

@@ -34,6 +34,7 @@ class Run:
 class Diagnostics:
     every: int = _ge(1)
     record_every: int = _ge(1)
+    image_every: int = _ge(1)
 
 
 @dataclass

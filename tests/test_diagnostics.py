@@ -255,6 +255,25 @@ def test_sampling_every_and_record_every():
     assert [s for s, _ in diag.history["act/M/0/mean"]] == [0, 4, 7]
 
 
+def test_defaults_record_the_write_step_and_draw_images_every_4th_write_and_at_the_end(tmp_path):
+    # Defaults: record_every = every (the write step's own forwards), image_every = 4 x every;
+    # with total_steps the last step is recorded and the last write draws its images.
+    m = nn.Sequential(nn.Linear(1, 4), nn.ReLU())
+    diag = Diagnostics({"M": m}, None, Writer(tmp_path), {"every": 2}, total_steps=11)
+    assert (diag.record_every, diag.image_every) == (2, 8)
+    totals = []
+    with diag:
+        for step in range(1, 12):
+            m(torch.ones(3, 1))
+            if diag.step(step):
+                totals.append((step, int(diag.snapshot_arrays()["act_hist/M/1"].sum())))
+    # 3 forwards x 4 units per recorded step: one recorded step per write (odd steps unrecorded)
+    assert totals == [(2, 12), (4, 12), (6, 12), (8, 12), (10, 12), (11, 12)]
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("act/M/1/colorful")] == [8, 11]
+
+
 def test_snapshot_arrays_and_meta():
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
