@@ -573,28 +573,37 @@ class ActivationStats:
                 self._snap_dead[i][1] += 1
             if writer is not None:
                 writer.histogram(f"{tag}/hist", counts, self.edges(i), step)
-                if images:
-                    edges = self.edges(i)
-                    hist = self.columns[i]
-                    img = colorful_image(
-                        hist.array(),
-                        edges,
-                        hist.steps,
-                        title=f"{tag} colorful dimension",
-                        transform="auto" if self.auto else self.spec.transform,
-                    )
-                    writer.image(f"{tag}/colorful", img, step)
-                    dh = self.dead_hist[i]
-                    chart = dead_chart(
-                        dh.mean()[0],
-                        dh.steps,
-                        title=f"{tag} dead: units with no nonzero output in the recorded forwards"
-                        if self.dead_bins is None
-                        else f"{tag} dead fraction: share of outputs with "
-                        f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
-                        f"{edges[min(self.dead_bins, len(edges) - 1)]:.3g}",
-                    )
-                    writer.image(f"{tag}/dead_chart", chart, step)
+        if images and writer is not None:
+            self.write_images(writer, step)
+
+    def write_images(self, writer, step: int) -> None:
+        """The colorful-dimension and dead-chart images of every layer from their histories
+        (all writes so far), at ``step``."""
+        for i, (mname, lname, _) in enumerate(self.layers):
+            if not self.columns[i].steps.size:
+                continue  # no write of this layer yet
+            tag = tags.act(mname, lname)
+            edges = self.edges(i)
+            hist = self.columns[i]
+            img = colorful_image(
+                hist.array(),
+                edges,
+                hist.steps,
+                title=f"{tag} colorful dimension",
+                transform="auto" if self.auto else self.spec.transform,
+            )
+            writer.image(f"{tag}/colorful", img, step)
+            dh = self.dead_hist[i]
+            chart = dead_chart(
+                dh.mean()[0],
+                dh.steps,
+                title=f"{tag} dead: units with no nonzero output in the recorded forwards"
+                if self.dead_bins is None
+                else f"{tag} dead fraction: share of outputs with "
+                f"{VALUE_LABELS.get(self.spec.transform, 'value')} < "
+                f"{edges[min(self.dead_bins, len(edges) - 1)]:.3g}",
+            )
+            writer.image(f"{tag}/dead_chart", chart, step)
 
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Counts (int64), edges and dead fraction (mean over the writes) per layer since the

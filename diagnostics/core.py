@@ -255,6 +255,8 @@ class Diagnostics:
         self._entered = False
         self._pending = False
         self._closing = False  # inside the final write of _close
+        self._images_step: int | None = None  # step of the newest activation images
+        self._records_step: int | None = None  # step of the newest write with records
         self._last_step: int | None = None
         self.act = None
         self.params = None
@@ -372,6 +374,16 @@ class Diagnostics:
             if final_write and self._pending and self._last_step is not None:
                 self._closing = True
                 self._write(self._last_step)
+            elif (
+                final_write
+                and self._records_step is not None
+                and self._images_step != self._records_step
+            ):
+                # the run ended on a write without images: draw them from the histories, so
+                # the final picture is always there
+                with self._timed("act"):
+                    if self.act and self.writer is not None and self.writer.is_writer:
+                        self.act.write_images(self.writer, self._records_step)
         finally:
             self._closing = False
             self._remove()
@@ -483,6 +495,8 @@ class Diagnostics:
             if self.act:
                 with self._timed("act"):
                     self.act.emit(segs[: self._n_act], step, writer, scalars, images)
+                self._images_step = step if images else self._images_step
+            self._records_step = step
             if self.params:
                 with self._timed("params"):
                     self.params.emit(segs[self._n_act :], step, writer, scalars, world)

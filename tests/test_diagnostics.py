@@ -161,7 +161,7 @@ def test_known_values_read_back(tmp_path):
 
 def test_relu_of_negatives_is_dead_and_colorful_image(tmp_path):
     model = nn.Sequential(nn.ReLU())
-    cfg = {"every": 1, "record_every": 1, "activations": FASTAI_GRID}
+    cfg = {"every": 1, "record_every": 1, "image_every": 1, "activations": FASTAI_GRID}
     with Diagnostics({"M": model}, None, Writer(tmp_path), cfg) as diag:
         for step in range(3):
             model(-torch.rand(8, 5) - 0.1)
@@ -272,6 +272,16 @@ def test_defaults_record_the_write_step_and_draw_images_every_4th_write_and_at_t
     acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
     acc.Reload()
     assert [e.step for e in acc.Images("act/M/1/colorful")] == [8, 11]
+    # without total_steps, a run that ends on a write without images still gets them at close
+    other = tmp_path / "b"
+    with Diagnostics({"M": m}, None, Writer(other), {"every": 2}) as diag:
+        for step in range(1, 7):
+            m(torch.ones(3, 1))
+            diag.step(step)
+    acc = EventAccumulator(str(other), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("act/M/1/colorful")] == [6]
+    assert [e.step for e in acc.Images("act/M/1/dead_chart")] == [6]
 
 
 def test_snapshot_arrays_and_meta():
