@@ -42,6 +42,18 @@ def launch(out_root, *overrides, script=GAN, nproc=2, **kw):
     )
 
 
+def start_job(cmd: list[str]):
+    """``cmd`` in its own session (killable with its workers), a 60 s collective timeout."""
+    return subprocess.Popen(
+        cmd,
+        env=env(**{distributed.TIMEOUT_ENV: "60"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_for_checkpoint(run: Path, proc, timeout=300.0) -> int:
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
@@ -121,14 +133,7 @@ def test_killed_rank_ends_the_job_non_zero_checkpoint_intact(tmp_path):
     run = tmp_path / "gan" / "k"
     cmd = [sys.executable, "-m", "experiments.distributed", "--standalone", "--nproc_per_node=2"]
     cmd += [GAN, f"out_root={tmp_path}", *GAN_ARGS, "run_name=k", "train.steps=2000"]
-    proc = subprocess.Popen(
-        [*cmd, "checkpoint.every=3"],
-        env=env(**{distributed.TIMEOUT_ENV: "60"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_job([*cmd, "checkpoint.every=3"])
     try:
         wait_for_checkpoint(run, proc)
         ranks = workers(proc.pid)
@@ -169,14 +174,7 @@ def test_standalone_job_runs_where_the_hostname_does_not_resolve(tmp_path):
     inner = [sys.executable, "-m", "experiments.distributed", "--standalone", "--nproc_per_node=2"]
     inner += [GAN, f"out_root={tmp_path}", *GAN_ARGS, "run_name=h", "train.steps=2"]
     script = 'hostname fieldscope-unresolvable-host && exec "$@"'
-    proc = subprocess.Popen(
-        ["unshare", "--uts", "sh", "-c", script, "sh", *inner],
-        env=env(**{distributed.TIMEOUT_ENV: "60"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_job(["unshare", "--uts", "sh", "-c", script, "sh", *inner])
     try:
         out, _ = proc.communicate(timeout=240)
     finally:
