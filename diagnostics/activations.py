@@ -17,9 +17,9 @@ fixed ``transform`` (``none``, ``abs``, ``log10abs``) with ``lo``/``hi``/``n_bin
 gives one fixed grid for every layer instead.
 
 Dead (default): the fraction of a layer's units that gave no nonzero output in any forward
-recorded since the previous write (by default the write step's own forwards: ``record_every``), a unit being a channel (dim 1, conv layout) or, for Linear,
-RNN and attention outputs and 2-D tensors, a feature (last dim). A ReLU fed only negatives is 100 %
-dead, a healthy ReLU (half its outputs zero, every unit sometimes on) 0 %, a LeakyReLU or Tanh
+recorded since the previous write (by default the write step's own forwards: ``record_every``),
+a unit being a channel (dim 1, conv layout) or, for Linear, RNN and attention outputs and 2-D
+tensors, a feature (last dim). A ReLU fed only negatives is 100 % dead, a healthy ReLU (half its outputs zero, every unit sometimes on) 0 %, a LeakyReLU or Tanh
 never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k bins.
 """
 

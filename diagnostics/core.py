@@ -254,7 +254,6 @@ class Diagnostics:
         self.last_step = 0
         self._entered = False
         self._pending = False
-        self._closing = False  # inside the final write of _close
         self._images_step: int | None = None  # step of the newest activation images
         self._records_step: int | None = None  # step of the newest write with records
         self._last_step: int | None = None
@@ -372,8 +371,7 @@ class Diagnostics:
     def _close(self, *, final_write: bool) -> None:
         try:
             if final_write and self._pending and self._last_step is not None:
-                self._closing = True
-                self._write(self._last_step)
+                self._write(self._last_step, final=True)
             elif (
                 final_write
                 and self._records_step is not None
@@ -385,7 +383,6 @@ class Diagnostics:
                     if self.act and self.writer is not None and self.writer.is_writer:
                         self.act.write_images(self.writer, self._records_step)
         finally:
-            self._closing = False
             self._remove()
             self._entered = False
             if self.enabled and self.writer is not None and self.writer.is_writer:
@@ -465,7 +462,7 @@ class Diagnostics:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.detach().to("cpu", copy=True).double().numpy()
 
-    def _write(self, step: int, records: bool = True) -> None:
+    def _write(self, step: int, records: bool = True, final: bool = False) -> None:
         on, world = _dist()
         writer = self.writer if self.writer is not None and self.writer.is_writer else None
         full, records = records, records and self.enabled
@@ -491,7 +488,7 @@ class Diagnostics:
         if records:
             segs = [host[s] for s in self._spans]
             # and at the last write of a run, so its final picture is always there
-            images = step % self.image_every == 0 or self._closing or step == self.total_steps
+            images = step % self.image_every == 0 or final or step == self.total_steps
             if self.act:
                 with self._timed("act"):
                     self.act.emit(segs[: self._n_act], step, writer, scalars, images)
