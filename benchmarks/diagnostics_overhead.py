@@ -27,6 +27,11 @@ is slow, so its blocks are shorter. Host syncs are counted over one write interv
     python benchmarks/diagnostics_overhead.py                 # CPU, small-experiment sizes
     python benchmarks/diagnostics_overhead.py --device cuda --amp bf16 --reps 5
     python benchmarks/diagnostics_overhead.py --model dcgan   # pytorch/examples DCGAN, 2D, BCE
+    python benchmarks/diagnostics_overhead.py --modes default --paired 3 --reps 0  # paired only
+
+``--paired N`` also times each diagnostics mode step by step against an identical copy of the
+models in alternating steps (N cycles of the mode's lcm(every, image_every) steps), which resolves
+overheads of 1-2 % that block medians on a shared machine cannot.
 
 ``--model dcgan`` times a step of the pytorch/examples DCGAN (one D step on real and fake, one G
 step, BCE loss) at ``--size`` 64 (or 32), a model the library was not written for.
@@ -47,6 +52,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -287,6 +293,59 @@ def release(c) -> None:
         c.detach()
 
 
+def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path) -> None:
+    """Each diagnostics mode against no diagnostics, step by step: two identical copies of the
+    models, one with the mode attached, trained in alternating steps (order swapped every pair:
+    ABBA), each step timed on its own. Machine drift (other tenants, clock changes) then hits
+    both sides within a second of each other instead of a minute apart, which the block medians
+    cannot resolve at the 1-2 % level. Writes are flushed to disk inside the diagnosed step, so
+    the event writer's background work is charged to the diagnostics, not to the plain step."""
+    print(f"\npaired steps (ABBA), {args.paired} cycle(s) per mode; overhead per cycle and pooled:")
+    for m, cfg in cfgs.items():
+        n, c = cycles[m] * args.paired, cycles[m]
+        t = _paired_mode(build_fn, step_fn, args, device, cfg, n, tmp / f"paired_{m}")
+        for label, j in (("cpu", 1), ("wall", 0)):
+            a, b = np.array(t["plain"][j]), np.array(t["diag"][j])
+            per = [b[i : i + c].sum() / a[i : i + c].sum() for i in range(0, n, c)]
+            cyc = " ".join(f"{(r - 1) * 100:+.2f}" for r in per)
+            print(
+                f"  {m:<8} {label:<4} plain {a.mean() * 1e3:8.2f} ms  diag {b.mean() * 1e3:8.2f} ms"
+                f"  pooled {b.sum() / a.sum():.3f}x  per cycle [%]: {cyc}",
+                flush=True,
+            )
+
+
+def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) -> dict:
+    """(wall, cpu) seconds of each of ``n`` plain and ``n`` diagnosed steps, alternating."""
+    plain = build_fn(args, device)
+    diagd = build_fn(args, device)  # the same seed: identical models, optimizers, batch
+    G, D, og, od = diagd[:4]
+    writer = Writer(log_dir)
+    diag = Diagnostics({"G": G, "D": D}, {"G": og, "D": od}, writer, cfg)
+    for sides in (plain, diagd):  # warm-up
+        for _ in range(2):
+            step_fn(*sides, args)
+    t = {"plain": ([], []), "diag": ([], [])}
+    with diag:
+        for k in range(1, n + 1):
+            for side in ("plain", "diag") if k % 2 else ("diag", "plain"):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                w0, c0 = time.perf_counter(), time.process_time()
+                if side == "plain":
+                    step_fn(*plain, args)
+                else:
+                    step_fn(*diagd, args)
+                    if diag.step(k):
+                        writer.flush()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t[side][0].append(time.perf_counter() - w0)
+                t[side][1].append(time.process_time() - c0)
+    writer.close()
+    return t
+
+
 def main() -> None:
     """Run the benchmark and print per-step times, overheads and the naive/full ratio."""
     ap = argparse.ArgumentParser(
@@ -307,6 +366,14 @@ def main() -> None:
     ap.add_argument("--model", default="gan3d", choices=["gan3d", "dcgan"])
     ap.add_argument("--size", type=int, default=64, help="dcgan image size (32 or 64)")
     ap.add_argument("--width", type=int, default=32, help="dcgan ngf = ndf")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="CYCLES",
+        help="also measure the diagnostics modes step by step against an identical copy of the "
+        "models (alternating steps), over this many cycles of each mode (0: skip)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -339,6 +406,12 @@ def main() -> None:
             print("wandb is not installed (pip install -e '.[bench]'): its row is left out")
             modes.remove("wandb")
     tmp = Path(tempfile.mkdtemp(prefix="diag_bench_"))
+    if args.paired:
+        build_fn = build_dcgan if args.model == "dcgan" else build
+        chosen = {m: cfgs[m] for m in modes if m in cfgs}
+        paired(build_fn, step_fn, args, device, chosen, cycles, tmp)
+        if args.reps == 0:
+            return
     models = {"G": G, "D": D}
 
     def sync() -> None:

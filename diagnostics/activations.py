@@ -25,7 +25,9 @@ never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -36,9 +38,11 @@ import torch.distributed as dist
 from torch import nn
 
 from . import tags
-from .hooks import DEFAULT_TYPES, Hooks, select_modules
+from .hooks import DEFAULT_TYPES, Hooks, is_compiled, select_modules
 from .render import colorful_panel, fraction_panel
 from .stats import HistSpec, accumulate, make_spec, summarize
+
+log = logging.getLogger(__name__)
 
 # Fine grid of the adaptive bins: 64 per octave over [2**-34, 2**14), the float32 bit pattern's
 # exponent and top 6 mantissa bits, so bin edges are the exact floats 2**e * (1 + m / 64): in
@@ -56,6 +60,12 @@ def _fine_edges() -> tuple[float, ...]:
     s = np.arange(_FIRST, _FIRST + _N_FINE + 1)
     e, m = s // AUTO_PER_OCTAVE - 127, s % AUTO_PER_OCTAVE
     return tuple((e + np.log2(1.0 + m / AUTO_PER_OCTAVE)).tolist())
+
+
+def _dynamo_compiled() -> bool:
+    """Whether torch.compile has traced any frame in this process (dynamo's own counter)."""
+    utils = sys.modules.get("torch._dynamo.utils")
+    return utils is not None and utils.counters["frames"]["total"] > 0
 
 
 AUTO_GRID = HistSpec(edges=_fine_edges(), transform="none")  # log2|a| edges
@@ -381,6 +391,13 @@ class ActivationStats:
         self.units: list[torch.Tensor | None] = [None] * len(self.layers)
         self._unit_bad = [False] * len(self.layers)
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
+        # The hooks are registered only while recording (a registered hook costs a few us per
+        # module call even when it returns at once: ~6,000 calls per GAN step); a compiled
+        # model keeps them (dynamo does not guard on hooks, so a graph traced without them would
+        # never call them): :meth:`register` / :meth:`remove` bracket the attachment.
+        self._models = list(models.values())
+        self._attached = False
+        self._keep = False
         self._warned = False
 
     def sizes(self) -> list[int]:
@@ -402,6 +419,25 @@ class ActivationStats:
         if self._active and not on:
             self.flush()
         self._active = bool(on)
+        if not self._attached:
+            return
+        if on and not self._hooks.handles:
+            if not self._keep and _dynamo_compiled():
+                # something was compiled while the hooks were off: a graph of a hooked layer
+                # traced then would never call them; retrace with hooks, and keep them
+                log.info(
+                    "diagnostics: torch.compile used after attach; compile caches reset "
+                    "once, activation hooks kept registered from now on"
+                )
+                self._keep = True
+                torch.compiler.reset()
+            self._hooks.register()
+        elif not on and not self._keep_hooks():
+            self._hooks.remove()
+
+    def _keep_hooks(self) -> bool:
+        self._keep = self._keep or _dynamo_compiled() or any(is_compiled(m) for m in self._models)
+        return self._keep
 
     def flush(self) -> None:
         """Fold the slot counts recorded since the last flush into the layers' buffers (one
@@ -453,11 +489,15 @@ class ActivationStats:
             torch.maximum(u, m.float(), out=u)
 
     def register(self) -> None:
-        """Register the forward hooks."""
-        self._hooks.register()
+        """Attach: register the forward hooks now if recording (or a model is compiled), else
+        at the next recorded step."""
+        self._attached = True
+        if self._keep_hooks() or self._active:
+            self._hooks.register()
 
     def remove(self) -> None:
-        """Remove the forward hooks."""
+        """Detach: remove the forward hooks."""
+        self._attached = False
         self._hooks.remove()
 
     def edges(self, i: int) -> np.ndarray:

@@ -164,7 +164,7 @@ def _check_writer(writer):
         # it this SummaryWriter (writer.py is not changed for this).
         w = Writer(writer.log_dir, rank=1)
         w.rank, w.is_writer, w._tb = 0, True, writer
-        w._size = w._event_size()
+        w._count_events()
         return w
     raise TypeError(
         "writer: expected a diagnostics.Writer, a torch SummaryWriter, a log directory path or "
@@ -270,7 +270,7 @@ class Diagnostics:
             return
         acfg = c.get("activations", {}) or {}
         if acfg.get("enabled", True):
-            self.act = ActivationStats(self.models, acfg)
+            self.act = ActivationStats(models, acfg)  # wrapped: compiled ones keep hooks
         wcfg, gcfg = c.get("weights", {}) or {}, c.get("grads", {}) or {}
         if wcfg.get("enabled", True) or gcfg.get("enabled", True):
             self.params = ParamStats(self.models, optimizers, wcfg, gcfg)

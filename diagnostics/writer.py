@@ -59,9 +59,9 @@ class Writer:
         # shows them beside the write costs
         self.record_seconds: dict[str, float] = {}
         self._current: list[str] = []
-        self._size = 0
+        self._pending = 0  # bytes of the events added since the last mark
         if self.is_writer:
-            self._size = self._event_size()
+            self._count_events()
 
     # ----------------------------------------------------------------------------- accounting
     @contextlib.contextmanager
@@ -77,18 +77,25 @@ class Writer:
             self.seconds[name] += time.perf_counter() - t0
             self._current.pop()
 
-    def _event_size(self) -> int:
-        self._tb.flush()
-        path = self._tb._get_file_writer().event_writer._file_name
-        return os.path.getsize(path) if os.path.exists(path) else 0
+    def _count_events(self) -> None:
+        """Count the bytes of every event as the file writer takes it (its serialized size plus
+        the 16 bytes of TFRecord framing), so the accounting never flushes the event file: a
+        flush per cost block waited for the writer thread on the training step."""
+        ew = self._tb._get_file_writer().event_writer
+        add = ew.add_event
+
+        def counted(event) -> None:
+            self._pending += event.ByteSize() + 16
+            add(event)
+
+        ew.add_event = counted
 
     def _mark(self) -> None:
-        """Attribute the event-file growth since the last mark to the innermost open block."""
+        """Attribute the event bytes added since the last mark to the innermost open block."""
         if not self.is_writer:
             return
-        size = self._event_size()
-        self.bytes[self._current[-1] if self._current else "other"] += size - self._size
-        self._size = size
+        self.bytes[self._current[-1] if self._current else "other"] += self._pending
+        self._pending = 0
 
     def cost_report(self) -> str:
         """The run's one cost table: per diagnostic, host seconds on the training step (hooks),

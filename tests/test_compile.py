@@ -95,3 +95,35 @@ def test_module_compile_in_place_equals_eager():
     m2.compile()
     m2(batches[0])
     assert_same(eager, run(m2, m2, batches))
+
+
+def test_compiled_after_attach_on_a_step_without_hooks_equals_eager():
+    # The hooks are off between recorded steps; a model compiled then is traced without them
+    # (dynamo does not guard on hooks). The next recorded step must retrace it with the hooks.
+    from torch._dynamo.utils import counters
+
+    torch.compiler.reset()
+    counters.clear()  # as in a fresh process: nothing compiled yet
+    batches = [torch.randn(4, 3, 12, 12)]
+    cfg = {"every": 2, "record_every": 2}
+
+    def train(compile_at):
+        m = cnn()
+        opt = torch.optim.SGD(m.parameters(), 0.05)
+        diag = Diagnostics({"M": m}, opt, None, cfg)
+        call, arrays = m, []
+        with diag:
+            for step in range(6):
+                if step == compile_at:
+                    call = torch.compile(m, backend="inductor")
+                opt.zero_grad()
+                call(batches[0]).square().mean().backward()
+                opt.step()
+                if step == compile_at:
+                    assert not any(mod._forward_hooks for mod in m.modules())  # step 1: off
+                diag.step(step)
+                if step % 2 == 0:
+                    arrays.append(diag.snapshot_arrays())
+        return arrays, diag
+
+    assert_same(train(compile_at=None), train(compile_at=1))

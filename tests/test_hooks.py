@@ -89,3 +89,30 @@ def test_probe_mode_restores_flags_and_leaves_training_rng_alone():
         raise RuntimeError("probe failed")
     assert a.training and not b.training  # restored, also after the exception
     assert torch.equal(torch.rand(3), expected_next)  # the training RNG did not move
+
+
+def test_forward_hooks_are_registered_only_on_recorded_steps():
+    # a registered hook costs a few us per module call even when it does nothing: off between
+    # recorded steps, on for them, gone after the block
+    import sys
+
+    from diagnostics.core import Diagnostics
+
+    if "torch._dynamo.utils" in sys.modules:  # compiled in an earlier test: hooks are kept
+        sys.modules["torch._dynamo.utils"].counters.clear()
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(m.parameters(), 0.1)
+    hooked = lambda: [bool(mod._forward_hooks) for mod in m]  # noqa: E731
+    diag = Diagnostics({"M": m}, opt, None, {"every": 4, "record_every": 2})
+    seen = []
+    with diag:
+        for step in range(6):
+            seen.append(all(hooked()))
+            opt.zero_grad()
+            m(torch.randn(5, 3)).sum().backward()
+            opt.step()
+            diag.step(step)
+    assert seen == [True, False, True, False, True, False]
+    assert not any(hooked())
+    assert diag.history["act/M/0/mean"] and len(diag.history["act/M/0/mean"]) == 2

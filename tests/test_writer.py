@@ -50,6 +50,12 @@ def test_scalars_image_text_and_cost(tmp_path):
         w.text("diagnostics/cost", "    a table", 8)
         assert w.bytes["act"] > 0 and w.seconds["act"] > 0
         assert "act" in w.cost_report()
+    # bytes are counted as events are added (no flush per cost block): together with the file
+    # header event they are exactly the file's size
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    data = path.read_bytes()
+    header = 16 + int.from_bytes(data[:8], "little")  # the first record: the file version
+    assert sum(w.bytes.values()) + header == len(data)
     ea = read(tmp_path)
     assert [(e.step, e.value) for e in ea.Scalars("act/M/mean")] == [(7, 1.5)]
     assert ea.Scalars("act/M/std")[0].value == 2.0
