@@ -10,7 +10,9 @@ the per-step time over repetitions):
    (no activations): the peer of ``wandb``;
 5. ``wandb``   ``wandb.watch(log="all", log_freq=1)`` in offline mode (the peer: weights and
    gradients at every step); its service process's CPU time is added to the CPU time;
-6. ``naive``   ``SummaryWriter.add_histogram`` of every activation that ``full`` hooks, every step.
+6. ``naive``   ``SummaryWriter.add_histogram`` of every activation that ``full`` hooks, every step;
+7. ``acts``    ``full`` without weights and gradients: the records ``naive`` makes (not run
+   unless named in ``--modes``).
 
 Beside the times: host synchronisations per step (``.item()``, ``.cpu()``, ``.tolist()``,
 ``.numpy()``, ``bool``/``float``/``int`` of a tensor, blocking cross-device copies, counted in a
@@ -30,7 +32,8 @@ is slow, so its blocks are shorter. Host syncs are counted over one write interv
     python benchmarks/diagnostics_overhead.py --modes default --paired 3 --reps 0  # paired only
 
 ``--paired N`` also times each diagnostics mode step by step against an identical copy of the
-models in alternating steps (N cycles of the mode's lcm(every, image_every) steps), which resolves
+models in alternating steps (N chunks of at least 200 steps, whole lcm(every, image_every)
+cycles), which resolves
 overheads of 1-2 % that block medians on a shared machine cannot.
 
 ``--model dcgan`` times a step of the pytorch/examples DCGAN (one D step on real and fake, one G
@@ -300,9 +303,13 @@ def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path)
     both sides within a second of each other instead of a minute apart, which the block medians
     cannot resolve at the 1-2 % level. Writes are flushed to disk inside the diagnosed step, so
     the event writer's background work is charged to the diagnostics, not to the plain step."""
-    print(f"\npaired steps (ABBA), {args.paired} cycle(s) per mode; overhead per cycle and pooled:")
+    print(
+        f"\npaired steps (ABBA), {args.paired} chunk(s) of >= 200 steps (whole cycles) per mode;"
+        " overhead per chunk and pooled:"
+    )
     for m, cfg in cfgs.items():
-        n, c = cycles[m] * args.paired, cycles[m]
+        c = cycles[m] * math.ceil(200 / cycles[m])  # a chunk: whole cycles, >= 200 steps
+        n = c * args.paired
         t = _paired_mode(build_fn, step_fn, args, device, cfg, n, tmp / f"paired_{m}")
         for label, j in (("cpu", 1), ("wall", 0)):
             a, b = np.array(t["plain"][j]), np.array(t["diag"][j])
@@ -310,7 +317,7 @@ def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path)
             cyc = " ".join(f"{(r - 1) * 100:+.2f}" for r in per)
             print(
                 f"  {m:<8} {label:<4} plain {a.mean() * 1e3:8.2f} ms  diag {b.mean() * 1e3:8.2f} ms"
-                f"  pooled {b.sum() / a.sum():.3f}x  per cycle [%]: {cyc}",
+                f"  pooled {b.sum() / a.sum():.3f}x  per chunk [%]: {cyc}",
                 flush=True,
             )
 
@@ -370,9 +377,9 @@ def main() -> None:
         "--paired",
         type=int,
         default=0,
-        metavar="CYCLES",
+        metavar="CHUNKS",
         help="also measure the diagnostics modes step by step against an identical copy of the "
-        "models (alternating steps), over this many cycles of each mode (0: skip)",
+        "models (alternating steps), over this many chunks of >= 200 steps (0: skip)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -391,6 +398,8 @@ def main() -> None:
     cfgs = {"default": load_cfg("default"), "full": load_cfg("full")}
     cfgs["weights"] = load_cfg("default") | {"every": 1, "record_every": 1, "image_every": None}
     cfgs["weights"]["activations"] = {"enabled": False}
+    # full without the weights and gradients: the same records as the naive peer
+    cfgs["acts"] = load_cfg("full") | {"weights": {"enabled": False}, "grads": {"enabled": False}}
 
     def cycle(cfg) -> int:  # steps after which the mode's writes and images repeat
         d = Diagnostics({"M": nn.Linear(1, 1)}, None, None, cfg)
@@ -543,10 +552,13 @@ def main() -> None:
         for m in modes:
             ov = f"{(med[m] / base - 1) * 100:+8.2f} %" if base else ""
             print(f"  {m:<8} {med[m] * 1e3:9.2f} ms {ov}")
-        if base and "full" in med and "naive" in med:
-            o_full, o_naive = med["full"] - base, med["naive"] - base
-            ratio = o_naive / o_full if o_full > 0 else float("inf")
-            print(f"  naive overhead / full overhead = {ratio:.1f}x (target >= 3x CPU, >= 10x GPU)")
+        for m in ("full", "acts"):
+            if base and m in med and "naive" in med:
+                o_m, o_naive = med[m] - base, med["naive"] - base
+                ratio = o_naive / o_m if o_m > 0 else float("inf")
+                print(
+                    f"  naive overhead / {m} overhead = {ratio:.1f}x (target >= 3x CPU, >= 10x GPU)"
+                )
         if base:
             cpu_dev = device.type == "cpu"
             targets = {"default": 1.02 if cpu_dev else 1.01, "full": 1.15 if cpu_dev else 1.05}

@@ -74,7 +74,7 @@ class ParamStats:
         self.w_mat: torch.Tensor | None = None  # (n_params, size) views of the shared buffer
         self.g_mat: torch.Tensor | None = None
         self._segs: dict[tuple[int, ...], tuple[Segments, torch.Tensor, torch.Tensor]] = {}
-        self._w_affine: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._w_affine: tuple[torch.Tensor | list[float], torch.Tensor | float] | None = None
         self._handles: list = []
 
     def sizes(self) -> list[int]:
@@ -226,16 +226,19 @@ class ParamStats:
             return
         if self._w_affine is None:
             # Each tensor's own edges [-r, r] as position = w * scale + shift, in float32 as the
-            # single-tensor path computes them (so the counts are the same).
+            # single-tensor path computes them (so the counts are the same). The shift,
+            # 1 + n_bins / 2, is the same for every tensor: one number, no per-element gather.
             widths = [(sp.hi - sp.lo) / sp.n_bins for sp in self.w_specs]
-            self._w_affine = (
-                torch.tensor([1.0 / w for w in widths], dtype=torch.float32, device=dev),
-                torch.tensor(
-                    [1.0 - sp.lo / w for sp, w in zip(self.w_specs, widths, strict=True)],
-                    dtype=torch.float32,
-                    device=dev,
-                ),
-            )
+            shifts = [1.0 - sp.lo / w for sp, w in zip(self.w_specs, widths, strict=True)]
+            scale = torch.tensor([1.0 / w for w in widths], dtype=torch.float32, device=dev)
+            if dev.type == "cpu":
+                # host floats (the float32 values): one multiply per slice beats a gather there
+                scale = scale.tolist()
+            if len(set(torch.tensor(shifts, dtype=torch.float32).tolist())) == 1:
+                shift = float(torch.tensor(shifts[0], dtype=torch.float32))
+            else:
+                shift = torch.tensor(shifts, dtype=torch.float32, device=dev)
+            self._w_affine = (scale, shift)
         segs, _, _ = self._layout(tuple(range(len(self.params))))
         spec = HistSpec(-1.0, 1.0, self.w_bins, "none")  # the layout; edges come from the affine
         self.w_mat += segment_stats([p for _, _, p in self.params], spec, segs, *self._w_affine)

@@ -247,15 +247,17 @@ def segment_stats(
     tensors: Sequence[torch.Tensor],
     spec: HistSpec,
     segs: Segments,
-    scale: torch.Tensor | None = None,
-    shift: torch.Tensor | None = None,
+    scale: torch.Tensor | Sequence[float] | None = None,
+    shift: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Rows of :func:`accumulate` for K tensors at once, ``(K, spec.size)`` float64.
 
     A constant number of operations whatever K: the tensors are concatenated (one ``cat``),
     binned with per-tensor count offsets (one ``bincount``) and reduced per tensor (three
     ``segment_reduce``). ``scale``/``shift`` (K,) float32 give each tensor its own uniform bins,
-    position = value * scale + shift (``1/w`` and ``1 - lo/w`` of its edges).
+    position = value * scale + shift (``1/w`` and ``1 - lo/w`` of its edges); ``shift`` may be
+    one float shared by all tensors, and ``scale`` a sequence of K host floats (no per-element
+    gather: one multiply per tensor slice in a single ``_foreach_mul_``).
     """
     if len(tensors) != segs.k:
         raise ValueError(f"{len(tensors)} tensors for {segs.k} segments")
@@ -283,8 +285,14 @@ def segment_stats(
             b = torch.bucketize(v, _edges_on(spec, v.device), right=True)  # NaN -> n + 1
             pos.copy_(torch.where(torch.isnan(v), n + 2, b))
         elif scale is not None:  # v is flat here (weights: transform none)
-            torch.index_select(scale, 0, segs.seg, out=pos).mul_(v)  # multiply, then add
-            pos.add_(torch.index_select(shift, 0, segs.seg, out=idx.view(torch.float32)))
+            if isinstance(scale, torch.Tensor):
+                torch.index_select(scale, 0, segs.seg, out=pos).mul_(v)  # multiply, then add
+            else:  # one host float per tensor: one in-place multiply of each tensor's slice
+                pos.copy_(v)
+                torch._foreach_mul_(pos.split(segs.sizes), list(scale))
+            if isinstance(shift, torch.Tensor):
+                shift = torch.index_select(shift, 0, segs.seg, out=idx.view(torch.float32))
+            pos.add_(shift)
         else:
             w = (spec.hi - spec.lo) / n
             torch.mul(v, 1.0 / w, out=pos).add_(1.0 - spec.lo / w)
