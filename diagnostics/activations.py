@@ -25,6 +25,7 @@ never. ``dead_bins: k`` instead gives the legacy share of values in the lowest k
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -60,6 +61,14 @@ def _fine_edges() -> tuple[float, ...]:
     s = np.arange(_FIRST, _FIRST + _N_FINE + 1)
     e, m = s // AUTO_PER_OCTAVE - 127, s % AUTO_PER_OCTAVE
     return tuple((e + np.log2(1.0 + m / AUTO_PER_OCTAVE)).tolist())
+
+
+@functools.lru_cache(maxsize=1024)
+def _window_edges(j0: int, k: int, n_bins: int) -> np.ndarray:
+    """``n_bins + 1`` edges (log10|a|) of the window starting at fine bin ``j0``, ``k`` wide."""
+    e = AUTO_GRID.bin_edges()[j0 : j0 + k * n_bins + 1 : k] * math.log10(2.0)
+    e.flags.writeable = False
+    return e
 
 
 def _dynamo_compiled() -> bool:
@@ -504,8 +513,7 @@ class ActivationStats:
         """Layer ``i``'s ``n_bins + 1`` edges (of log10|a| with auto bins; provisional until frozen)."""
         if not self.auto:
             return self.spec.bin_edges()
-        j0, k = self._window(i)
-        return AUTO_GRID.bin_edges()[j0 : j0 + k * self.n_bins + 1 : k] * math.log10(2.0)
+        return _window_edges(*self._window(i), self.n_bins)
 
     def _window(self, i: int) -> tuple[int, int]:
         if self.windows[i] is not None:

@@ -23,6 +23,7 @@ side of it. Mean and std are over all values, so they become NaN/Inf when any va
 from __future__ import annotations
 
 import math
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,10 +76,18 @@ class HistSpec:
         return self.n_counts + 4
 
     def bin_edges(self) -> np.ndarray:
-        """The ``n_bins + 1`` edges as float64."""
-        if self.edges is not None:
-            return np.asarray(self.edges, dtype=np.float64)
-        return np.linspace(self.lo, self.hi, self.n_bins + 1)
+        """The ``n_bins + 1`` edges as float64 (a read-only array, made once per spec)."""
+        return _bin_edges(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bin_edges(spec: HistSpec) -> np.ndarray:
+    if spec.edges is not None:
+        e = np.asarray(spec.edges, dtype=np.float64)
+    else:
+        e = np.linspace(spec.lo, spec.hi, spec.n_bins + 1)
+    e.flags.writeable = False
+    return e
 
 
 def _transform(x: torch.Tensor, transform: str) -> torch.Tensor:

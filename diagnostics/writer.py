@@ -9,6 +9,7 @@ exactly once per call, and keeps a per-diagnostic account of time spent and byte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections import defaultdict
@@ -23,6 +24,16 @@ def _to_float(value) -> float:
     if isinstance(value, torch.Tensor):
         return float(value.detach().to("cpu", torch.float64))
     return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _HistLayout:
+    edges: list[float]
+    lo: float  # where the underflow bucket starts
+    hi: float  # the last limit (overflow bucket's top)
+    limits: list[float]  # edges, then hi
+    centres: np.ndarray  # (n + 2,) underflow, bins, overflow
+    centres_sq: np.ndarray
 
 
 class Writer:
@@ -60,6 +71,7 @@ class Writer:
         self.record_seconds: dict[str, float] = {}
         self._current: list[str] = []
         self._pending = 0  # bytes of the events added since the last mark
+        self._layouts: dict[bytes, _HistLayout] = {}
         if self.is_writer:
             self._count_events()
 
@@ -165,41 +177,59 @@ class Writer:
             raise ValueError(
                 f"histogram {tag!r}: expected {len(edges) + 1} counts (under, bins, over), got {counts.shape}"
             )
-        width = edges[1] - edges[0] if len(edges) > 1 else 1.0
-        lo = min(vmin, edges[0] - width) if vmin is not None else edges[0] - width
-        hi = max(vmax, edges[-1] + width) if vmax is not None else edges[-1] + width
+        lay = self._layout(edges)
+        lo = min(vmin, lay.lo) if vmin is not None else lay.lo
+        hi = max(vmax, lay.hi) if vmax is not None else lay.hi
         # TensorBoard buckets are (previous limit, limit]; the first limit is the lowest edge.
-        limits = np.concatenate([[edges[0]], edges[1:], [hi]])
-        bucket = np.concatenate([[counts[0] + 0.0], counts[1:-1], [counts[-1]]])
-        if counts[0] > 0:
-            limits = np.concatenate([[lo], limits])
-            bucket = np.concatenate([[0.0], bucket])
-        num = float(counts.sum())
-        centres = np.concatenate(
-            [[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + width / 2]]
-        )
+        limits = lay.limits if vmax is None else lay.limits[:-1] + [hi]
+        bucket = counts.tolist()
+        if bucket[0] > 0:  # underflow: a bucket from lo up to the first edge
+            limits = [lo] + limits
+            bucket = [0.0] + bucket
         if total is None:
-            total = float((counts * centres).sum())
+            total = float(counts @ lay.centres)
         if sum_squares is None:
-            sum_squares = float((counts * centres**2).sum())
+            sum_squares = float(counts @ lay.centres_sq)
         # Range of the occupied bins: count i (1..n) spans edges[i-1]..edges[i]; under/overflow
         # reach to lo/hi.
-        nz = np.nonzero(counts)[0]
+        nz = np.flatnonzero(counts)
         mn = mx = 0.0
         if len(nz):
-            mn = edges[nz[0] - 1] if nz[0] > 0 else lo
-            mx = edges[nz[-1]] if nz[-1] < len(counts) - 1 else hi
+            first, last = int(nz[0]), int(nz[-1])
+            mn = lay.edges[first - 1] if first > 0 else lo
+            mx = lay.edges[last] if last < len(counts) - 1 else hi
         self._tb.add_histogram_raw(
             tag,
             min=float(vmin if vmin is not None else mn),
             max=float(vmax if vmax is not None else mx),
-            num=num,
+            num=float(counts.sum()),
             sum=float(total),
             sum_squares=float(sum_squares),
-            bucket_limits=limits.tolist(),
-            bucket_counts=bucket.tolist(),
+            bucket_limits=limits,
+            bucket_counts=bucket,
             global_step=step,
         )
+
+    def _layout(self, edges: np.ndarray) -> _HistLayout:
+        """Bucket limits and bin centres of these edges (cached: a run writes the same few)."""
+        key = edges.tobytes()
+        lay = self._layouts.get(key)
+        if lay is None:
+            width = edges[1] - edges[0] if len(edges) > 1 else 1.0
+            centres = np.concatenate(
+                [[edges[0] - width / 2], (edges[:-1] + edges[1:]) / 2, [edges[-1] + width / 2]]
+            )
+            lo, hi = float(edges[0] - width), float(edges[-1] + width)
+            lay = _HistLayout(
+                edges=edges.tolist(),
+                lo=lo,
+                hi=hi,
+                limits=edges.tolist() + [hi],
+                centres=centres,
+                centres_sq=centres**2,
+            )
+            self._layouts[key] = lay
+        return lay
 
     def image(self, tag: str, img: np.ndarray, step: int) -> None:
         """An RGB(A) uint8 image, shape (H, W, 3|4)."""
