@@ -22,8 +22,8 @@ side of it. Mean and std are over all values, so they become NaN/Inf when any va
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
