@@ -320,6 +320,16 @@ def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path)
                 f"  pooled {b.sum() / a.sum():.3f}x  per chunk [%]: {cyc}",
                 flush=True,
             )
+        # Spill-over check: in P D | D P | P D ... the plain step of an even pair follows a
+        # diagnosed step, that of an odd pair follows a plain one. Cache pollution or garbage
+        # collection caused by the diagnostics and paid in the next step would make the first
+        # slower (and the pooled ratio an underestimate).
+        a = np.array(t["plain"][1])
+        after_d, after_p = a[1::2].mean(), a[0::2].mean()
+        print(
+            f"  {m:<8} plain step after a diagnosed step vs after a plain one: "
+            f"{(after_d / after_p - 1) * 100:+.2f} % (cpu)"
+        )
 
 
 def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) -> dict:

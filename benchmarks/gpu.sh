@@ -19,5 +19,7 @@ log=benchmarks/gpu-$(date +%Y%m%d-%H%M).log
   echo "== diagnostics overhead on the GPU (fp32, then bf16 autocast); wandb row if installed"
   $PY benchmarks/diagnostics_overhead.py --device cuda --reps 3
   $PY benchmarks/diagnostics_overhead.py --device cuda --amp bf16 --reps 3
+  echo "== default and full, step-paired against an identical copy (resolves the 1 % target)"
+  $PY benchmarks/diagnostics_overhead.py --device cuda --modes default,full --paired 2 --reps 0
 } 2>&1 | tee "$log"
 echo "wrote $log"
