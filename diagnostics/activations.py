@@ -407,7 +407,9 @@ class ActivationStats:
         self._models = list(models.values())
         self._attached = False
         self._keep = False
-        self._warned = False
+        # models whose never-fired layers are still to be checked (one warning per model)
+        self._unchecked = list(dict.fromkeys(m for m, _, _ in self.layers))
+        self._idle_told: set[str] = set()
 
     def sizes(self) -> list[int]:
         """Buffer length per layer: the histogram buffer, then dead units and units."""
@@ -578,21 +580,7 @@ class ActivationStats:
 
     def emit(self, host: list[np.ndarray], step: int, writer, scalars: dict, images: bool) -> None:
         """Turn host buffers (one per layer) into records; scalars go into ``scalars``."""
-        if not self._warned:
-            self._warned = True
-            silent = [
-                f"{m}/{n}"
-                for (m, n, _), f in zip(self.layers, self._hooks.fired, strict=True)
-                if not f
-            ]
-            if silent:
-                warnings.warn(
-                    f"diagnostics: selected layers never ran a training-mode forward before the "
-                    f"first write at step {step}: {', '.join(silent)} (a model compiled and run "
-                    "before Diagnostics was attached keeps its graph without the hooks: pass the "
-                    "compiled module itself)",
-                    stacklevel=3,
-                )
+        self._check_fired(step)
         size = self.spec.size
         for i, ((mname, lname, _), b) in enumerate(zip(self.layers, host, strict=True)):
             s = summarize(b[:size], self.spec, dead_bins=self.dead_bins or 1)
@@ -623,6 +611,39 @@ class ActivationStats:
                 writer.histogram(f"{tag}/hist", counts, self.edges(i), step)
         if images and writer is not None:
             self.write_images(writer, step)
+
+    def _check_fired(self, step: int) -> None:
+        """Warn once per model about selected layers that never ran a training-mode forward in
+        the recorded steps. A model none of whose layers ran yet (a network not trained yet, as
+        the critic in a content-only pretraining phase) is named once, and its layers are
+        checked at the first write after it starts."""
+        for mname in list(self._unchecked):
+            mine = [
+                (lname, f)
+                for (m, lname, _), f in zip(self.layers, self._hooks.fired, strict=True)
+                if m == mname
+            ]
+            silent = [f"{mname}/{lname}" for lname, f in mine if not f]
+            if len(silent) == len(mine):
+                if mname not in self._idle_told:
+                    self._idle_told.add(mname)
+                    warnings.warn(
+                        f"diagnostics: none of the {len(mine)} selected layers of {mname} has "
+                        f"run a training-mode forward in the recorded steps up to the write at "
+                        f"step {step}. Fine for a network not trained yet (a pretraining phase); "
+                        f"a model compiled and run before Diagnostics was attached keeps its "
+                        f"graph without the hooks: pass the compiled module itself",
+                        stacklevel=4,
+                    )
+                continue
+            self._unchecked.remove(mname)
+            if silent:
+                warnings.warn(
+                    f"diagnostics: selected layers never ran a training-mode forward in the "
+                    f"recorded steps up to the write at step {step}, while the rest of {mname} "
+                    f"did: {', '.join(silent)}",
+                    stacklevel=4,
+                )
 
     def write_images(self, writer, step: int) -> None:
         """The colorful-dimension and dead-chart images of every layer from their histories

@@ -116,3 +116,30 @@ def test_forward_hooks_are_registered_only_on_recorded_steps():
     assert seen == [True, False, True, False, True, False]
     assert not any(hooked())
     assert diag.history["act/M/0/mean"] and len(diag.history["act/M/0/mean"]) == 2
+
+
+def test_a_model_not_trained_yet_is_named_once_and_its_layers_checked_when_it_starts():
+    # A critic idle in a content-only pretraining phase is not a fault: it is named once, and
+    # its layers are checked at the first write after it starts (one of them never runs).
+    import warnings
+
+    from diagnostics.core import Diagnostics
+
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    b = nn.ModuleDict({"used": nn.Linear(3, 1), "spare": nn.Linear(3, 1)})
+    opt = torch.optim.SGD([*a.parameters(), *b.parameters()], 0.1)
+    diag = Diagnostics({"A": a, "B": b}, opt, None, {"every": 2})
+    with warnings.catch_warnings(record=True) as got, diag:
+        warnings.simplefilter("always")
+        for step in range(8):
+            opt.zero_grad()
+            h = a(torch.randn(4, 3))
+            loss = h.sum() if step < 4 else b["used"](h).sum()  # B trains from step 4
+            loss.backward()
+            opt.step()
+            diag.step(step)
+    msgs = [str(w.message) for w in got if "training-mode forward" in str(w.message)]
+    assert len(msgs) == 2, msgs
+    assert "none of the 2 selected layers of B" in msgs[0] and "step 0" in msgs[0]
+    assert "B/spare" in msgs[1] and "B/used" not in msgs[1] and "step 4" in msgs[1]
