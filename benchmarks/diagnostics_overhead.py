@@ -562,6 +562,13 @@ def main() -> None:
         for m in modes:
             ov = f"{(med[m] / base - 1) * 100:+8.2f} %" if base else ""
             print(f"  {m:<8} {med[m] * 1e3:9.2f} ms {ov}")
+        if base and len(times["none"]) > 1:
+            # the plain step's own drift between blocks: overheads below it are not resolved
+            spread = (max(times["none"]) - min(times["none"])) / base * 100
+            print(
+                f"  (none's spread over reps: {spread:.1f} % of its median; overheads smaller "
+                "than that are not resolved by blocks: use --paired)"
+            )
         for m in ("full", "acts"):
             if base and m in med and "naive" in med:
                 o_m, o_naive = med[m] - base, med["naive"] - base
