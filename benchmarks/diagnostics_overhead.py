@@ -296,6 +296,12 @@ def release(c) -> None:
         c.detach()
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer sees all of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path) -> None:
     """Each diagnostics mode against no diagnostics, step by step: two identical copies of the
     models, one with the mode attached, trained in alternating steps (order swapped every pair:
@@ -346,8 +352,7 @@ def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) ->
     with diag:
         for k in range(1, n + 1):
             for side in ("plain", "diag") if k % 2 else ("diag", "plain"):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                sync(device)
                 w0, c0 = time.perf_counter(), time.process_time()
                 if side == "plain":
                     step_fn(*plain, args)
@@ -355,8 +360,7 @@ def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) ->
                     step_fn(*diagd, args)
                     if diag.step(k):
                         writer.flush()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                sync(device)
                 t[side][0].append(time.perf_counter() - w0)
                 t[side][1].append(time.process_time() - c0)
     writer.close()
@@ -433,10 +437,6 @@ def main() -> None:
             return
     models = {"G": G, "D": D}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     # One diagnostics object per mode for the whole run, entered only during its own blocks, so
     # step numbers (and thus writes) continue across blocks as in a real run.
     ctx, writers, steps = {}, {}, {m: 0 for m in modes}
@@ -466,7 +466,7 @@ def main() -> None:
     for rep in range(args.reps):
         for m in modes:
             c = ctx.get(m)
-            sync()
+            sync(device)
             k0 = c.children_cpu() if isinstance(c, Wandb) else 0.0
             t0, c0 = time.perf_counter(), time.process_time()
             if c is not None:
@@ -478,7 +478,7 @@ def main() -> None:
                     step_fn(G, D, opt_g, opt_d, x, y, args)
                     if c is not None:
                         c.step(steps[m])
-                sync()
+                sync(device)
             finally:
                 release(c)
             wall[m].append((time.perf_counter() - t0) / n_steps)
@@ -505,7 +505,7 @@ def main() -> None:
                     step_fn(G, D, opt_g, opt_d, x, y, args)
                     if c is not None:
                         c.step(steps[m])
-                sync()
+                sync(device)
         finally:
             release(c)
     # Operators: one recorded step without a write, and one write (diagnostics modes).
@@ -534,7 +534,7 @@ def main() -> None:
                 step_fn(G, D, opt_g, opt_d, x, y, args)
                 if c is not None and not on_write:
                     c.step(steps[m])
-                sync()
+                sync(device)
             n_write = None
             if diag:
                 if not on_write:
@@ -546,7 +546,7 @@ def main() -> None:
                     step_fn(G, D, opt_g, opt_d, x, y, args)
                 with profile(activities=acts) as pw:
                     c.step(steps[m])  # the write: weights, reduce, one host copy, records
-                    sync()
+                    sync(device)
                 n_write = top_level_ops(pw)
             ops[m] = (top_level_ops(prof), n_write)
         finally:

@@ -230,14 +230,13 @@ class ParamStats:
             # 1 + n_bins / 2, is the same for every tensor: one number, no per-element gather.
             widths = [(sp.hi - sp.lo) / sp.n_bins for sp in self.w_specs]
             shifts = [1.0 - sp.lo / w for sp, w in zip(self.w_specs, widths, strict=True)]
-            scale = torch.tensor([1.0 / w for w in widths], dtype=torch.float32, device=dev)
-            if dev.type == "cpu":
-                # host floats (the float32 values): one multiply per slice beats a gather there
-                scale = scale.tolist()
-            if len(set(torch.tensor(shifts, dtype=torch.float32).tolist())) == 1:
-                shift = float(torch.tensor(shifts[0], dtype=torch.float32))
-            else:
-                shift = torch.tensor(shifts, dtype=torch.float32, device=dev)
+            # float32 values as host floats (built on the host: no device sync); on CPU one
+            # multiply per tensor slice beats a per-element gather of the scales
+            scale = torch.tensor([1.0 / w for w in widths], dtype=torch.float32).tolist()
+            shift = torch.tensor(shifts, dtype=torch.float32).tolist()
+            if dev.type != "cpu":
+                scale = torch.tensor(scale, device=dev)
+            shift = shift[0] if len(set(shift)) == 1 else torch.tensor(shift, device=dev)
             self._w_affine = (scale, shift)
         segs, _, _ = self._layout(tuple(range(len(self.params))))
         spec = HistSpec(-1.0, 1.0, self.w_bins, "none")  # the layout; edges come from the affine

@@ -157,42 +157,40 @@ def histogram(x: torch.Tensor, spec: HistSpec, method: str | None = None) -> tor
     return out.scatter_add_(0, idx, ones)
 
 
-def _positions(v: torch.Tensor, spec: HistSpec, scale=None, shift=None) -> torch.Tensor:
+def _positions(
+    v: torch.Tensor, spec: HistSpec, scaled: bool = False, shift=None, out=None
+) -> torch.Tensor:
     """Float positions of transformed values ``v`` (N,): 0 underflow, 1..n bins, n + 1 overflow,
-    n + 2 NaN; their floor is the count index. ``scale``/``shift`` (N,) replace the spec's
-    uniform bin arithmetic (per-element edges of several tensors at once)."""
+    n + 2 NaN; their floor is the count index. With ``scaled``, ``v`` is already multiplied by
+    per-element scales and only ``shift`` (a float or (N,)) is added (per-tensor edges of several
+    tensors at once). ``out`` (N,) float32 receives them (it may be ``v`` itself)."""
     n = spec.n_bins
     if not spec.uniform:
         idx = torch.bucketize(v, _edges_on(spec, v.device), right=True)  # NaN -> n + 1
-        return torch.where(torch.isnan(v), n + 2, idx).float()
-    if scale is None:
+        idx = torch.where(torch.isnan(v), n + 2, idx)
+        return idx.float() if out is None else out.copy_(idx)
+    if scaled:
+        t = (v if out is None else out.copy_(v)).add_(shift)  # multiply (done), then add
+    else:
         w = (spec.hi - spec.lo) / n
         # Arithmetic bucketing (about 2x faster than histc on CPU); the clamp catches +-Inf.
-        t = v.mul(1.0 / w).add_(1.0 - spec.lo / w)
-    else:
-        t = v.mul(scale).add_(shift)  # as the uniform path rounds: multiply, then add
+        t = torch.mul(v, 1.0 / w, out=out).add_(1.0 - spec.lo / w)
     return t.clamp_(0.0, n + 1.0).nan_to_num_(n + 2.0)
 
 
-def _count(pos: torch.Tensor, size: int) -> torch.Tensor:
-    """Counts of the floors of float positions ``pos`` in [0, size), (size,) on their device."""
+def _count(pos: torch.Tensor, size: int, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Counts of the floors of float positions ``pos`` in [0, size), (size,) on their device.
+    ``idx`` (int32, like ``pos``) is a reused buffer for the indices on CPU."""
     if pos.device.type == "cpu":
         # int32: bincount of int64 indices is about 3x slower on CPU (and so is the cast).
-        return torch.bincount(pos.to(torch.int32), minlength=size)
+        i = pos.to(torch.int32) if idx is None else idx.copy_(pos)  # truncation = floor
+        return torch.bincount(i, minlength=size)
     # bincount on CUDA reads max() back to the host; index_add_ does not (and is deterministic
     # under torch.use_deterministic_algorithms; the sums of ones are exact either way).
     ones = torch.ones((), dtype=torch.float64, device=pos.device).expand(pos.numel())
     return torch.zeros(size, dtype=torch.float64, device=pos.device).index_add_(
         0, pos.to(torch.int64), ones
     )
-
-
-def _count_into(pos: torch.Tensor, size: int, idx: torch.Tensor) -> torch.Tensor:
-    """:func:`_count` with the int32 indices written into ``idx`` (a reused buffer) on CPU."""
-    if pos.device.type != "cpu":
-        return _count(pos, size)
-    idx.copy_(pos)  # truncation = floor: positions are >= 0
-    return torch.bincount(idx, minlength=size)
 
 
 def accumulate(buf: torch.Tensor, x: torch.Tensor, spec: HistSpec) -> None:
@@ -262,8 +260,8 @@ def segment_stats(
     """Rows of :func:`accumulate` for K tensors at once, ``(K, spec.size)`` float64.
 
     A constant number of operations whatever K: the tensors are concatenated (one ``cat``),
-    binned with per-tensor count offsets (one ``bincount``) and reduced per tensor (three
-    ``segment_reduce``). ``scale``/``shift`` (K,) float32 give each tensor its own uniform bins,
+    binned with per-tensor count offsets (one ``bincount``, which also counts the non-finite
+    values) and reduced per tensor (one ``segment_reduce``, one ``_foreach_powsum``). ``scale``/``shift`` (K,) float32 give each tensor its own uniform bins,
     position = value * scale + shift (``1/w`` and ``1 - lo/w`` of its edges); ``shift`` may be
     one float shared by all tensors, and ``scale`` a sequence of K host floats (no per-element
     gather: one multiply per tensor slice in a single ``_foreach_mul_``).
@@ -272,7 +270,6 @@ def segment_stats(
         raise ValueError(f"{len(tensors)} tensors for {segs.k} segments")
     nc = spec.n_counts
     p = nc + 1
-    n = spec.n_bins
     with torch.no_grad():
         # Every pass writes into one of three reused (N,) buffers (Segments.work): flat values,
         # float positions, int32 indices (also scratch for the per-element shift).
@@ -290,28 +287,22 @@ def segment_stats(
             v = pos
         else:
             v = flat
-        if not spec.uniform:
-            b = torch.bucketize(v, _edges_on(spec, v.device), right=True)  # NaN -> n + 1
-            pos.copy_(torch.where(torch.isnan(v), n + 2, b))
-        elif scale is not None:  # v is flat here (weights: transform none)
+        if scale is not None and spec.uniform:  # v is flat here (weights: transform none)
             if isinstance(scale, torch.Tensor):
-                torch.index_select(scale, 0, segs.seg, out=pos).mul_(v)  # multiply, then add
+                torch.index_select(scale, 0, segs.seg, out=pos).mul_(v)
             else:  # one host float per tensor: one in-place multiply of each tensor's slice
                 pos.copy_(v)
                 torch._foreach_mul_(pos.split(segs.sizes), list(scale))
             if isinstance(shift, torch.Tensor):
                 shift = torch.index_select(shift, 0, segs.seg, out=idx.view(torch.float32))
-            pos.add_(shift)
+            _positions(pos, spec, scaled=True, shift=shift)
         else:
-            w = (spec.hi - spec.lo) / n
-            torch.mul(v, 1.0 / w, out=pos).add_(1.0 - spec.lo / w)
-        if spec.uniform:
-            pos.clamp_(0.0, n + 1.0).nan_to_num_(n + 2.0)
+            _positions(v, spec, out=pos)
         # Non-finite values (+-Inf are also in under/overflow, NaN at n + 2) get their position
         # shifted by p: one bincount of 2p positions per tensor counts both.
         nonfinite = torch.mul(flat, 0.0, out=idx.view(torch.float32)).nan_to_num_(1.0)
         pos.add_(nonfinite, alpha=float(p)).add_(segs.base(2 * p))
-        counts = _count_into(pos, segs.k * 2 * p, idx).view(segs.k, 2, p).to(torch.float64)
+        counts = _count(pos, segs.k * 2 * p, idx).view(segs.k, 2, p).to(torch.float64)
         # sums: float32 in, float accumulation (within 1e-5 relative of float64 at 1 M values)
         views = flat.split(segs.sizes)
         moments = [
