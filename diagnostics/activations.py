@@ -41,7 +41,7 @@ from torch import nn
 from . import tags
 from .hooks import DEFAULT_TYPES, Hooks, is_compiled, select_modules
 from .render import colorful_panel, fraction_panel
-from .stats import HistSpec, accumulate, make_spec, summarize
+from .stats import HistSpec, accumulate, host_reads_ok, make_spec, summarize
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _log2_bits(
 
 def _slot_counts(idx: torch.Tensor) -> torch.Tensor:
     """(_N_SLOTS,) counts of the slots ``idx``."""
-    if idx.device.type == "cpu":
+    if host_reads_ok(idx.device):
         return torch.bincount(idx, minlength=_N_SLOTS)
     # bincount on CUDA reads max() back to the host; scatter_add_ does not
     h = torch.zeros(_N_SLOTS, dtype=torch.int64, device=idx.device)
@@ -419,6 +419,8 @@ class ActivationStats:
         """Use these views of the shared flat buffer, one per layer."""
         self.flush()
         self.bufs = views
+        if self.auto and views:
+            _slot_map(views[0].device)  # its host-to-device copy now, not on a training step
 
     @property
     def active(self) -> bool:

@@ -7,7 +7,8 @@ as :class:`HistSpec` describes::
 
 (the histogram and the NaN count are one ``bincount`` of n + 3 positions; ``n_values`` is their
 sum). :func:`segment_stats` gives the same rows for K tensors at once, in a number of operations
-that does not depend on K (one flat view, one ``bincount``, three ``segment_reduce``).
+that does not depend on K (one flat view, one ``bincount``, one ``segment_reduce``, one
+``_foreach_powsum``; sync-free equivalents on a GPU, see :data:`HOST_READING_OPS`).
 
 Everything stays on the tensor's device: no ``.item()``, no host copy, no data-dependent Python
 branch, so it is safe inside forward hooks and optimizer hooks. Buffers add across steps and
@@ -22,6 +23,7 @@ side of it. Mean and std are over all values, so they become NaN/Inf when any va
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -31,6 +33,51 @@ import numpy as np
 import torch
 
 TRANSFORMS = ("none", "abs", "log10abs")
+
+# aten ops whose CUDA kernels read a device value back to the host (a sync that drains the launch
+# queue): ``bincount`` (its max, for the output size), ``segment_reduce`` (its length checks),
+# boolean-mask indexing and ``nonzero`` (the result size), ``unique``, ``repeat_interleave``
+# without ``output_size``, ``equal`` and ``_local_scalar_dense`` (``.item()``, ``bool``). On the
+# CPU they cost nothing extra and several are the fastest choice, so the statistics pick them
+# there and sync-free equivalents (``scatter_add_``, ``index_add_``, ``histc``) elsewhere:
+# :func:`host_reads_ok` is that choice. tests/test_host_sync.py runs both training scripts with
+# the non-CPU paths forced (:func:`device_paths`) and asserts none of these ops on the step path.
+HOST_READING_OPS = frozenset(
+    {
+        "bincount",
+        "segment_reduce",
+        "nonzero",
+        "masked_select",
+        "unique",
+        "_unique",
+        "_unique2",
+        "unique_consecutive",
+        "unique_dim",
+        "repeat_interleave",
+        "equal",
+        "is_nonzero",
+        "_local_scalar_dense",
+    }
+)
+_FORCE_DEVICE_PATHS = False
+
+
+def host_reads_ok(device: torch.device) -> bool:
+    """True where ops that read the device back (:data:`HOST_READING_OPS`) cost no sync: the
+    CPU, unless :func:`device_paths` forces the GPU code paths there."""
+    return device.type == "cpu" and not _FORCE_DEVICE_PATHS
+
+
+@contextlib.contextmanager
+def device_paths():
+    """Take the GPU code paths (no host-reading op) on the CPU too: tests check on a machine
+    without a GPU that the code a GPU runs has no sync in it."""
+    global _FORCE_DEVICE_PATHS
+    old, _FORCE_DEVICE_PATHS = _FORCE_DEVICE_PATHS, True
+    try:
+        yield
+    finally:
+        _FORCE_DEVICE_PATHS = old
 
 
 @dataclass(frozen=True)
@@ -122,7 +169,7 @@ def histogram(x: torch.Tensor, spec: HistSpec, method: str | None = None) -> tor
     v = _transform(x.detach().reshape(-1).float(), spec.transform)
     n = spec.n_bins
     if method is None:
-        if v.device.type == "cpu":
+        if host_reads_ok(v.device):
             method = "bincount" if spec.uniform else "bucketize"
         elif torch.are_deterministic_algorithms_enabled():
             method = "sort"  # histc and scatter_add_ on CUDA refuse to run in deterministic mode
@@ -181,7 +228,7 @@ def _positions(
 def _count(pos: torch.Tensor, size: int, idx: torch.Tensor | None = None) -> torch.Tensor:
     """Counts of the floors of float positions ``pos`` in [0, size), (size,) on their device.
     ``idx`` (int32, like ``pos``) is a reused buffer for the indices on CPU."""
-    if pos.device.type == "cpu":
+    if host_reads_ok(pos.device):
         # int32: bincount of int64 indices is about 3x slower on CPU (and so is the cast).
         i = pos.to(torch.int32) if idx is None else idx.copy_(pos)  # truncation = floor
         return torch.bincount(i, minlength=size)
@@ -306,11 +353,28 @@ def segment_stats(
         # sums: float32 in, float accumulation (within 1e-5 relative of float64 at 1 M values)
         views = flat.split(segs.sizes)
         moments = [
-            torch.segment_reduce(flat, "sum", lengths=segs.lengths).double(),
-            torch.stack(torch._foreach_powsum(views, 2)).double(),
+            _segment_sums(flat, segs).double(),
+            _sum_squares(views).double(),
             counts[:, 1].sum(1),
         ]
         return torch.cat([counts.sum(1), torch.stack(moments, 1)], 1)
+
+
+def _segment_sums(flat: torch.Tensor, segs: Segments) -> torch.Tensor:
+    """(K,) float32 sums of the segments of ``flat``: one ``segment_reduce`` on CPU (fastest
+    there), one ``index_add_`` elsewhere (``segment_reduce`` checks its lengths on the host)."""
+    if host_reads_ok(flat.device):
+        return torch.segment_reduce(flat, "sum", lengths=segs.lengths)
+    return torch.zeros(segs.k, device=flat.device).index_add_(0, segs.seg, flat)
+
+
+def _sum_squares(views: list[torch.Tensor]) -> torch.Tensor:
+    """(K,) sums of squares, one foreach op (``_foreach_powsum`` where this torch has it, else the
+    squared ``_foreach_norm``: same numbers within float32 rounding)."""
+    powsum = getattr(torch, "_foreach_powsum", None)
+    if powsum is not None:
+        return torch.stack(powsum(views, 2))
+    return torch.stack(torch._foreach_norm(views, 2)).square()
 
 
 def summarize(buf: np.ndarray, spec: HistSpec, *, dead_bins: int = 1) -> dict:

@@ -7,7 +7,11 @@ step; steps are delimited by the training progress bar's ``update``, which both 
 step, after its updates and before its writes. Writes
 (scalars, snapshots, checkpoints, diagnostics) happen only at steps divisible by ``W``; every
 other step must count zero. Where a GPU exists, CUDA's sync debug mode is on as well, so syncs
-inside aten ops (which Python patches cannot see) turn into errors.
+inside aten ops (which Python patches cannot see) turn into errors. Without a GPU, the code a GPU
+runs is still checked: the statistics take their GPU paths on the CPU (``stats.device_paths``) and
+every aten op is seen through a ``TorchDispatchMode``; ops whose CUDA kernels read the device back
+(``stats.HOST_READING_OPS``: ``bincount``, ``segment_reduce``, boolean indexing, ...) count as
+syncs.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
+from diagnostics import stats
 from tests.gan_helpers import gan_cfg
 
 W = 4  # every write cadence of the runs below
@@ -93,6 +99,35 @@ class SyncCounter:
         return {r: self.counts[r] for r in range(1, N_STEPS) if r % W}
 
 
+class HostReadingOps(TorchDispatchMode):
+    """Counts aten ops that sync on CUDA (``stats.HOST_READING_OPS``, and indexing with a
+    boolean mask, which is a ``nonzero`` inside) as syncs of the counter's current step."""
+
+    def __init__(self, counter: SyncCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in stats.HOST_READING_OPS and not (
+            name == "repeat_interleave" and (kwargs or {}).get("output_size") is not None
+        ):
+            self.counter.hit(f"aten.{name}")
+        elif name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
+        ):
+            self.counter.hit(f"aten.{name}[bool]")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def syncs_counted(counter: SyncCounter):
+    """Everything the counter can see: the GPU code paths and their aten ops, and on a GPU
+    CUDA's sync debug mode."""
+    with stats.device_paths(), HostReadingOps(counter), cuda_syncs_counted(counter):
+        yield
+
+
 @contextlib.contextmanager
 def cuda_syncs_counted(counter: SyncCounter):
     """CUDA's sync debug mode, each warning counted as a sync of the current step (GPU only)."""
@@ -122,6 +157,36 @@ def test_counter_sees_each_conversion(monkeypatch):
     assert c.counts[0] == Counter(each | {"numpy": 2})  # np.asarray: __array__, then numpy()
 
 
+def test_counter_sees_host_reading_ops(monkeypatch):
+    """The dispatch mode sees the aten ops that sync on CUDA, and the GPU paths avoid them."""
+    c = SyncCounter()
+    c.on = True
+    t = torch.tensor([0.5, -1.0, 3.0])
+    with HostReadingOps(c):
+        torch.bincount(torch.tensor([0, 2])), t[t > 0], t.nonzero(), torch.unique(t)
+        torch.segment_reduce(t, "sum", lengths=torch.tensor([1, 2]))
+        torch.repeat_interleave(torch.arange(2), torch.tensor([1, 2]), output_size=3)  # no sync
+    assert c.counts[0] == Counter(
+        {f"aten.{k}": 1 for k in ("bincount", "index[bool]", "nonzero", "segment_reduce")}
+        | {"aten._unique2": 1}
+    )
+    # The statistics on their GPU paths: the same numbers, none of those ops.
+    spec = stats.HistSpec(-1.0, 1.0, 8, "none")
+    xs = [torch.randn(50), torch.randn(3, 7) * 3]
+    segs = stats.Segments([x.numel() for x in xs], torch.device("cpu"))
+    cpu_rows = stats.segment_stats(xs, spec, segs)
+    c.counts.clear()
+    with stats.device_paths(), HostReadingOps(c):
+        gpu_rows = stats.segment_stats(xs, spec, segs)
+        buf = torch.zeros(spec.size, dtype=torch.float64)
+        stats.accumulate(buf, xs[1], spec)
+        hist = stats.histogram(xs[1], spec)
+    assert not c.counts[0], dict(c.counts[0])
+    torch.testing.assert_close(gpu_rows, cpu_rows)
+    torch.testing.assert_close(buf, cpu_rows[1])
+    assert hist.tolist() == cpu_rows[1, : spec.n_bins + 2].tolist()
+
+
 def _assert_no_sync(counter: SyncCounter) -> None:
     assert counter.step == N_STEPS  # the step boundaries were seen
     regions = counter.training_only()
@@ -147,7 +212,7 @@ def test_gan_step_has_no_host_sync(cache_dir, tmp_path, monkeypatch):
     counter = SyncCounter()
     counter.install(monkeypatch)
     counter.on = True
-    with cuda_syncs_counted(counter):
+    with syncs_counted(counter):
         out = train(cfg, tmp_path)
     counter.on = False
     assert out["status"] == "completed" and out["step"] == N_STEPS
@@ -173,7 +238,7 @@ def test_autoencoder_step_has_no_host_sync(tmp_path, monkeypatch):
     counter = SyncCounter()
     counter.install(monkeypatch)
     counter.on = True
-    with cuda_syncs_counted(counter):
+    with syncs_counted(counter):
         out = train(cfg, tmp_path)
     counter.on = False
     assert out["status"] == "completed" and out["step"] == N_STEPS

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from diagnostics.stats import HistSpec, accumulate, histogram, make_spec, summarize
+from diagnostics.stats import (
+    HistSpec,
+    Segments,
+    accumulate,
+    histogram,
+    make_spec,
+    segment_stats,
+    summarize,
+)
 
 METHODS = ["bincount", "histc", "bucketize", "sort"]
 
@@ -132,3 +140,16 @@ def test_make_spec_and_validation():
         HistSpec(edges=[0.0, 0.0, 1.0])
     with pytest.raises(ValueError):
         accumulate(torch.zeros(3, dtype=torch.float64), torch.ones(2), HistSpec())
+
+
+def test_segment_stats_without_foreach_powsum(monkeypatch):
+    """Older torch (the device image had 2.11) may lack ``_foreach_powsum``: the squared
+    ``_foreach_norm`` gives the same sums of squares."""
+    spec = HistSpec(-2.0, 2.0, 10, "none")
+    xs = [torch.randn(40), torch.randn(5, 3) * 2]
+    segs = Segments([x.numel() for x in xs], torch.device("cpu"))
+    with_powsum = segment_stats(xs, spec, segs)
+    monkeypatch.delattr(torch, "_foreach_powsum", raising=False)
+    without = segment_stats(xs, spec, segs)
+    torch.testing.assert_close(without, with_powsum)
+    assert without[:, -2].tolist() == pytest.approx([float((x * x).sum()) for x in xs], rel=1e-5)
