@@ -13,6 +13,8 @@ the per-step time over repetitions):
 6. ``naive``   ``SummaryWriter.add_histogram`` of every activation that ``full`` hooks, every step;
 7. ``acts``    ``full`` without weights and gradients: the records ``naive`` makes (not run
    unless named in ``--modes``).
+8. ``full_hook`` ``full`` with every activation recorded inside its hook
+   (``activations.defer_mb=0``): what deferred recording saves (not run unless named).
 
 Beside the times: host synchronisations per step (``.item()``, ``.cpu()``, ``.tolist()``,
 ``.numpy()``, ``bool``/``float``/``int`` of a tensor, blocking cross-device copies, counted in a
@@ -336,6 +338,7 @@ def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path)
             f"  {m:<8} plain step after a diagnosed step vs after a plain one: "
             f"{(after_d / after_p - 1) * 100:+.2f} % (cpu)"
         )
+        print("  " + t["report"].replace("\n", "\n  "))
 
 
 def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) -> dict:
@@ -363,6 +366,10 @@ def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) ->
                 sync(device)
                 t[side][0].append(time.perf_counter() - w0)
                 t[side][1].append(time.process_time() - c0)
+    # Where the diagnosed side's extra time went (host seconds in hooks and writes)
+    own = sum(diag.write_seconds.values()) + (diag.act.seconds if diag.act else 0.0)
+    own += diag.params.seconds if diag.params else 0.0
+    t["report"] = f"{diag.summary()}\naccounted: {own / n * 1e3:.2f} ms/step"
     writer.close()
     return t
 
@@ -412,6 +419,9 @@ def main() -> None:
     cfgs = {"default": load_cfg("default"), "full": load_cfg("full")}
     cfgs["weights"] = load_cfg("default") | {"every": 1, "record_every": 1, "image_every": None}
     cfgs["weights"]["activations"] = {"enabled": False}
+    # full with every activation recorded inside its hook (no deferred recording): its cost
+    cfgs["full_hook"] = load_cfg("full")
+    cfgs["full_hook"]["activations"] = {**cfgs["full_hook"]["activations"], "defer_mb": 0}
     # full without the weights and gradients: the same records as the naive peer
     cfgs["acts"] = load_cfg("full") | {"weights": {"enabled": False}, "grads": {"enabled": False}}
 

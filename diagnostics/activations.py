@@ -97,6 +97,17 @@ def _slot_map(device: torch.device) -> torch.Tensor:
 
 _SCRATCH: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+# Deferred recording: a layer whose outputs are not modified in place after its hook (checked by
+# the tensor version counter on its first recorded call) has its outputs kept (detached views, no
+# copy) until the end of the step, then recorded together: a GAN step calls each critic layer
+# ~20 times, and one concatenated record costs the operations of one call instead of 20.
+# The kept outputs are held at most ``activations.defer_mb`` (default DEFER_MB; 0 = off), then
+# recorded at once, so peak memory grows by at most that much; kept outputs larger together than
+# DEFER_CAT_NUMEL are recorded one by one at the step's end (there the per-element work dominates
+# and a concatenation would be one more pass).
+DEFER_MB = 128
+DEFER_CAT_NUMEL = 1 << 20
+
 
 def _scratch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # Reused work buffers (|x|, its bits >> 17), grown to the largest activation: fresh
@@ -366,6 +377,11 @@ class ActivationStats:
                 cfg | {"transform": transform}, lo=0.0, hi=10.0, n_bins=40, transform=transform
             )
             self.n_bins = self.spec.n_bins
+        mb = cfg.get("defer_mb")
+        mb = DEFER_MB if mb is None else mb
+        if isinstance(mb, bool) or not isinstance(mb, int | float) or mb < 0:
+            raise ValueError(f"diagnostics.activations.defer_mb: expected MB >= 0, got {mb!r}")
+        self.defer_bytes = int(mb * 2**20)
         db = cfg.get("dead_bins")
         self.dead_bins = int(db) if db is not None else None  # None: dead units
         if self.auto and self.dead_bins is not None:
@@ -399,6 +415,12 @@ class ActivationStats:
         self.unit_dim = [-1 if isinstance(m, LAST_DIM_UNITS) else 1 for _, _, m in self.layers]
         self.units: list[torch.Tensor | None] = [None] * len(self.layers)
         self._unit_bad = [False] * len(self.layers)
+        # deferred recording (DEFER_BYTES): None = not yet known, True = outputs kept until
+        # the step's end, False = recorded in the hook (modified in place after it)
+        self._defer: list[bool | None] = [None] * len(self.layers)
+        self._kept: list[list[tuple[torch.Tensor, int]]] = [[] for _ in self.layers]
+        self._probe: list[list[tuple[torch.Tensor, int]]] = [[] for _ in self.layers]
+        self._kept_bytes = 0
         self._hooks = Hooks([m for _, _, m in self.layers], self._hook)
         # The hooks are registered only while recording (a registered hook costs a few us per
         # module call even when it returns at once: ~6,000 calls per GAN step); a compiled
@@ -452,9 +474,50 @@ class ActivationStats:
         self._keep = self._keep or _dynamo_compiled() or any(is_compiled(m) for m in self._models)
         return self._keep
 
+    def drain(self) -> None:
+        """Record the outputs kept since the last drain (the end of a step; also when they
+        reach DEFER_BYTES). A kept output modified in place since its hook is not recorded:
+        that layer is named once and recorded inside its hook from then on."""
+        t0 = time.perf_counter()
+        for i, kept in enumerate(self._kept):
+            if not kept:
+                continue
+            ok = [t for t, v in kept if t._version == v]
+            if len(ok) < len(kept):
+                self._defer[i] = False
+                mname, lname, _ = self.layers[i]
+                warnings.warn(
+                    f"diagnostics: the output of {mname}.{lname} was modified in place after its "
+                    f"forward hook; {len(kept) - len(ok)} of its recorded outputs are left out, "
+                    "and it is recorded inside the hook from now on",
+                    stacklevel=2,
+                )
+            self._record_many(i, ok)
+            kept.clear()
+        for i, probe in enumerate(self._probe):
+            if probe:
+                self._defer[i] = all(t._version == v for t, v in probe)
+                probe.clear()
+        self._kept_bytes = 0
+        self.seconds += time.perf_counter() - t0
+
+    def _record_many(self, i: int, outs: list[torch.Tensor]) -> None:
+        if not outs:
+            return
+        first = outs[0]
+        same = all(t.shape[1:] == first.shape[1:] and t.dtype == first.dtype for t in outs)
+        total = sum(t.numel() for t in outs)
+        if len(outs) > 1 and same and first.ndim >= 2 and total <= DEFER_CAT_NUMEL:
+            self._record(i, torch.cat(outs))  # units along dim 1 or -1: kept by a cat on dim 0
+        else:
+            for t in outs:
+                self._record(i, t)
+
     def flush(self) -> None:
-        """Fold the slot counts recorded since the last flush into the layers' buffers (one
-        16384-slot mapping per layer, instead of one per forward)."""
+        """Record the kept outputs (:meth:`drain`), then fold the slot counts recorded since the
+        last flush into the layers' buffers (one 16384-slot mapping per layer, instead of one per
+        forward)."""
+        self.drain()
         for i, raw in enumerate(self._raw):
             if self._dirty[i]:
                 fold_slots(self.bufs[i][: self.spec.size], raw)
@@ -465,6 +528,21 @@ class ActivationStats:
         if not self.active:
             return
         t0 = time.perf_counter()
+        # inference tensors have no version counter; defer_mb = 0: always in the hook
+        d = self._defer[i] and self.defer_bytes > 0 and not out.is_inference()
+        if d:
+            self._kept[i].append((out.detach(), out._version))
+            self._kept_bytes += out.numel() * out.element_size()
+            if self._kept_bytes > self.defer_bytes:
+                self.drain()
+        else:
+            self._record(i, out)
+            if d is None and self.defer_bytes > 0 and not out.is_inference():
+                # first call: is the output left as the hook saw it until the step's end?
+                self._probe[i].append((out.detach(), out._version))
+        self.seconds += time.perf_counter() - t0
+
+    def _record(self, i: int, out: torch.Tensor) -> None:
         buf = self.bufs[i][: self.spec.size]
         if self.auto:
             raw = self._raw[i]
@@ -477,7 +555,6 @@ class ActivationStats:
             a = None
         if self.dead_bins is None and not self._unit_bad[i]:
             self._units(i, out if a is None else a, absolute=a is not None)
-        self.seconds += time.perf_counter() - t0
 
     def _units(self, i: int, out: torch.Tensor, absolute: bool = False) -> None:
         # out: any shape (or its |.|); units along unit_dim (channels of (B, C, ...) or features
@@ -528,6 +605,9 @@ class ActivationStats:
 
     def discard_units(self) -> None:
         """Forget the dead-unit maxima recorded so far (with the flat buffer's counts)."""
+        for kept in self._kept:
+            kept.clear()
+        self._kept_bytes = 0
         for i, raw in enumerate(self._raw):
             if raw is not None:
                 raw.zero_()

@@ -91,6 +91,7 @@ CONFIG_KEYS: dict[str, frozenset[str]] = {
             "transform",
             "edges",
             "dead_bins",
+            "defer_mb",
         }
     ),
     "weights": frozenset({"enabled", "n_bins", "range"}),
@@ -428,6 +429,8 @@ class Diagnostics:
         first = self._last_step is None
         self.last_step = self._last_step = int(step)
         self._pending = True
+        if self.enabled and self.act:
+            self.act.drain()  # the step's kept outputs (deferred recording)
         if self.enabled and self.params:
             self.params.on_step()
         if first and self._flat is not None and step % self.record_every:
