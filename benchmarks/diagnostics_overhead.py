@@ -64,6 +64,7 @@ from torch import nn
 
 from diagnostics import Diagnostics, Writer
 from diagnostics.hooks import Hooks, select_modules
+from diagnostics.writer import use_fast_crc
 from experiments.losses import critic_loss, generator_loss, gradient_penalty
 from experiments.models.dcgan import dcgan
 from experiments.models.gan3d import Critic, Generator, upsample
@@ -405,9 +406,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    fast_crc = use_fast_crc()  # for every mode, the naive SummaryWriter's too
     print(
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, device={device}, "
-        f"amp={args.amp}, model={args.model}"
+        f"amp={args.amp}, model={args.model}, "
+        f"record checksums {'in C' if fast_crc else 'in Python (TensorBoard without TensorFlow)'}"
     )
 
     if args.model == "dcgan":

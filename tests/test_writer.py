@@ -75,3 +75,43 @@ def test_only_rank_zero_writes(tmp_path):
     w1.histogram("h", [0, 1, 0], [0.0, 1.0], 0)
     w1.close()
     assert not (tmp_path / "r").exists() or not glob.glob(str(tmp_path / "r" / "events.*"))
+
+
+def test_fast_record_checksums_are_tensorboards(tmp_path):
+    """The C checksum (google-crc32c) gives TensorBoard's own masked CRC-32C: every record of a
+    written file checks out under TensorBoard's pure-Python function, and is read back."""
+    import struct
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    from diagnostics.writer import use_fast_crc
+
+    assert use_fast_crc()  # google-crc32c is a dependency: the fast path must be in effect
+    fast = record_writer.masked_crc32c
+    assert fast is not masked_crc32c and fast.fieldscope_c
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 9, 1000, 70_001):
+        data = rng.bytes(n)
+        assert fast(data) == masked_crc32c(data), n
+    with Writer(tmp_path) as w:
+        for k in range(3):
+            w.scalar("loss", 0.5 * k, k)
+            w.histogram("h", rng.integers(0, 9, 12), np.arange(11.0), k)
+            w.image("img", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), k)
+    (path,) = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    raw, pos, n_records = open(path, "rb").read(), 0, 0
+    while pos < len(raw):  # TFRecord: length, crc(length), data, crc(data)
+        header = raw[pos : pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        assert struct.unpack("<I", raw[pos + 8 : pos + 12])[0] == masked_crc32c(header)
+        data = raw[pos + 12 : pos + 12 + length]
+        assert struct.unpack("<I", raw[pos + 12 + length : pos + 16 + length])[0] == (
+            masked_crc32c(data)
+        )
+        pos += 16 + length
+        n_records += 1
+    assert n_records >= 10  # file version + 3 x (scalar, histogram, image)
+    ea = read(tmp_path)
+    assert [e.value for e in ea.Scalars("loss")] == [0.0, 0.5, 1.0]
+    assert len(ea.Images("img")) == 3
