@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from diagnostics.core import Diagnostics
+from tests.record_helpers import assert_same_records, recorded_run
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,37 +37,13 @@ def run(call, model, batches, steps=4):
     """Train ``steps`` steps calling ``call`` (compiled or not); records of ``model``'s layers."""
     opt = torch.optim.SGD(model.parameters(), 0.05)
     diag = Diagnostics({"M": model}, opt, None, {"every": 2, "record_every": 1})
-    arrays = []
-    with diag:
-        for step in range(steps):
-            opt.zero_grad()
-            call(batches[step % len(batches)]).square().mean().backward()
-            opt.step()
-            diag.step(step)
-            if step % 2 == 0:
-                arrays.append(diag.snapshot_arrays())
-    arrays.append(diag.snapshot_arrays())
-    return arrays, diag
+    return recorded_run(
+        diag, opt, lambda step: call(batches[step % len(batches)]).square().mean(), steps
+    )
 
 
 def assert_same(eager, compiled):
-    (ae, de), (ac, dc) = eager, compiled
-    assert len(ae) == len(ac)
-    for se, sc in zip(ae, ac, strict=True):
-        assert set(se) == set(sc)
-        for k in se:
-            if k.startswith("act_hist/"):
-                assert se[k].sum() > 0, k
-                np.testing.assert_array_equal(sc[k], se[k], err_msg=k)
-            else:
-                np.testing.assert_allclose(sc[k], se[k], rtol=1e-5, err_msg=k)
-    assert set(de.history) == set(dc.history)
-    for tag, vals in de.history.items():
-        got = dc.history[tag]
-        assert [s for s, _ in got] == [s for s, _ in vals], tag
-        np.testing.assert_allclose(
-            [v for _, v in got], [v for _, v in vals], rtol=1e-4, atol=1e-7, err_msg=tag
-        )
+    assert_same_records(eager, compiled, rtol=1e-4, atol=1e-7)
 
 
 def test_compiled_equals_eager_also_when_compiled_and_run_before_attach():

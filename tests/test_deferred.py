@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from diagnostics.core import Diagnostics
+from tests.record_helpers import assert_same_records, recorded_run
 
 
 class Critic(nn.Module):
@@ -48,33 +49,18 @@ def run(defer_mb, late=None, steps=4, calls_per_step=3):
     }
     diag = Diagnostics({"D": m}, opt, None, cfg)
     gen = torch.Generator().manual_seed(1)
-    snaps = []
-    with diag:
-        for step in range(steps):
-            opt.zero_grad()
-            loss = sum(
-                m(torch.randn(3, 2, 8, 8, generator=gen)).mean() for _ in range(calls_per_step)
-            )
-            loss.backward()
-            opt.step()
-            diag.step(step)
-            if step % 2 == 0:
-                snaps.append(diag.snapshot_arrays())
-    snaps.append(diag.snapshot_arrays())
-    return snaps, diag
+    return recorded_run(
+        diag,
+        opt,
+        lambda step: sum(
+            m(torch.randn(3, 2, 8, 8, generator=gen)).mean() for _ in range(calls_per_step)
+        ),
+        steps,
+    )
 
 
 def assert_same(a, b):
-    (sa, da), (sb, db) = a, b
-    for x, y in zip(sa, sb, strict=True):
-        assert set(x) == set(y)
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
-    assert set(da.history) == set(db.history)
-    for tag, vals in da.history.items():
-        np.testing.assert_allclose(
-            [v for _, v in db.history[tag]], [v for _, v in vals], rtol=1e-5, atol=1e-6, err_msg=tag
-        )
+    assert_same_records(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_deferred_equals_recording_in_the_hook():
