@@ -528,11 +528,8 @@ class ActivationStats:
         if not self.active:
             return
         t0 = time.perf_counter()
-        # inference tensors have no version counter; defer_mb = 0: always in the hook; compiled
-        # models (hooks kept, ``_keep``) too: with inductor on CPU a kept output's values changed
-        # before the step's end without a version bump (2 of ~7,000 values moved a bin, only
-        # under load; cause not established), so they are read inside the hook
-        d = self._defer[i] and self.defer_bytes > 0 and not self._keep and not out.is_inference()
+        # inference tensors have no version counter; defer_mb = 0: always in the hook
+        d = self._defer[i] and self.defer_bytes > 0 and not out.is_inference()
         if d:
             self._kept[i].append((out.detach(), out._version))
             self._kept_bytes += out.numel() * out.element_size()
@@ -540,7 +537,7 @@ class ActivationStats:
                 self.drain()
         else:
             self._record(i, out)
-            if d is None and self.defer_bytes > 0 and not self._keep and not out.is_inference():
+            if d is None and self.defer_bytes > 0 and not out.is_inference():
                 # first call: is the output left as the hook saw it until the step's end?
                 self._probe[i].append((out.detach(), out._version))
         self.seconds += time.perf_counter() - t0

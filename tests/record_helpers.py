@@ -21,9 +21,16 @@ def recorded_run(diag, opt, loss_fn, steps: int):
     return arrays, diag
 
 
-def assert_same_records(a, b, *, rtol: float = 1e-5, atol: float = 1e-7) -> None:
+def assert_same_records(
+    a, b, *, rtol: float = 1e-5, atol: float = 1e-7, bin_moves: float = 0.0
+) -> None:
     """``a``, ``b``: (list of ``snapshot_arrays()`` dicts, Diagnostics). Histogram counts equal
-    exactly (and are not all zero); other arrays and every history scalar within tolerance."""
+    (and are not all zero); other arrays and every history scalar within tolerance.
+
+    ``bin_moves`` > 0 allows values to sit in a neighbouring bin, for runs whose values differ in
+    rounding (a compiled model's kernels): per layer the totals must still be equal and the
+    moves, counted as bins x values (the 1-D earth mover's distance), at most that share of the
+    values."""
     (sa, da), (sb, db) = a, b
     assert len(sa) == len(sb)
     for x, y in zip(sa, sb, strict=True):
@@ -31,7 +38,12 @@ def assert_same_records(a, b, *, rtol: float = 1e-5, atol: float = 1e-7) -> None
         for k in x:
             if k.startswith("act_hist/"):
                 assert x[k].sum() > 0, k
-                np.testing.assert_array_equal(y[k], x[k], err_msg=k)
+                if bin_moves:
+                    assert y[k].sum() == x[k].sum(), k
+                    moves = np.abs(np.cumsum(y[k]) - np.cumsum(x[k])).sum()
+                    assert moves <= bin_moves * x[k].sum(), (k, moves, x[k], y[k])
+                else:
+                    np.testing.assert_array_equal(y[k], x[k], err_msg=k)
             else:
                 np.testing.assert_allclose(y[k], x[k], rtol=1e-5, err_msg=k)
     assert set(da.history) == set(db.history)

@@ -43,11 +43,18 @@ def run(call, model, batches, steps=4):
 
 
 def assert_same(eager, compiled):
-    assert_same_records(eager, compiled, rtol=1e-4, atol=1e-7)
+    # Inductor's kernels round differently from eager ones (and training for 4 steps carries the
+    # difference on): over 12 seeds of the first test's batches, 2 seeds put 14 and 2 of 52,880
+    # values in a neighbouring bin, and with one of them a layer's window (fitted at the first
+    # write) moved by a fine bin. The bugs this guards against moved whole layers.
+    assert_same_records(eager, compiled, rtol=1e-4, atol=1e-7, bin_moves=1e-3)
 
 
 def test_compiled_equals_eager_also_when_compiled_and_run_before_attach():
     # two batch sizes: the traced hook used to mix up sizes (571 vs 1095) and layers
+    # Seeded: unseeded, the batches came from whatever tests ran before, and with some of them
+    # rounding moved values (seed 7: 14 values, and one layer's fitted window moved).
+    torch.manual_seed(0)
     batches = [torch.randn(4, 3, 12, 12), torch.randn(6, 3, 12, 12)]
     m = cnn()
     eager = run(m, m, batches)
@@ -64,6 +71,7 @@ def test_compiled_equals_eager_also_when_compiled_and_run_before_attach():
 
 
 def test_module_compile_in_place_equals_eager():
+    torch.manual_seed(0)  # the batch does not depend on the tests run before
     batches = [torch.randn(4, 3, 12, 12)]
     m = cnn()
     eager = run(m, m, batches)
@@ -80,6 +88,7 @@ def test_compiled_after_attach_on_a_step_without_hooks_equals_eager():
 
     torch.compiler.reset()
     counters.clear()  # as in a fresh process: nothing compiled yet
+    torch.manual_seed(0)  # the batch does not depend on the tests run before
     batches = [torch.randn(4, 3, 12, 12)]
     cfg = {"every": 2, "record_every": 2}
 
