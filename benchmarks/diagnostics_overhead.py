@@ -342,6 +342,12 @@ def paired(build_fn, step_fn, args, device, cfgs: dict, cycles: dict, tmp: Path)
         print("  " + t["report"].replace("\n", "\n  "))
 
 
+def accounted(diag: Diagnostics) -> float:
+    """The diagnostics' own account: host seconds in hooks, optimizer hooks and writes."""
+    own = sum(diag.write_seconds.values()) + (diag.act.seconds if diag.act else 0.0)
+    return own + (diag.params.seconds if diag.params else 0.0)
+
+
 def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) -> dict:
     """(wall, cpu) seconds of each of ``n`` plain and ``n`` diagnosed steps, alternating."""
     plain = build_fn(args, device)
@@ -368,9 +374,7 @@ def _paired_mode(build_fn, step_fn, args, device, cfg, n: int, log_dir: Path) ->
                 t[side][0].append(time.perf_counter() - w0)
                 t[side][1].append(time.process_time() - c0)
     # Where the diagnosed side's extra time went (host seconds in hooks and writes)
-    own = sum(diag.write_seconds.values()) + (diag.act.seconds if diag.act else 0.0)
-    own += diag.params.seconds if diag.params else 0.0
-    t["report"] = f"{diag.summary()}\naccounted: {own / n * 1e3:.2f} ms/step"
+    t["report"] = f"{diag.summary()}\naccounted: {accounted(diag) / n * 1e3:.2f} ms/step"
     writer.close()
     return t
 
@@ -624,9 +628,7 @@ def main() -> None:
     for m, c in ctx.items():
         if isinstance(c, Diagnostics):
             print(f"\n[{m}] cost report ({steps[m]} steps)\n{c.summary()}")
-            # The diagnostics' own account: host time in hooks, optimizer hooks and writes.
-            own = sum(c.write_seconds.values()) + (c.act.seconds if c.act else 0.0)
-            own += c.params.seconds if c.params else 0.0
+            own = accounted(c)
             if base:
                 pct = own / steps[m] / base * 100
                 print(

@@ -415,7 +415,7 @@ class ActivationStats:
         self.unit_dim = [-1 if isinstance(m, LAST_DIM_UNITS) else 1 for _, _, m in self.layers]
         self.units: list[torch.Tensor | None] = [None] * len(self.layers)
         self._unit_bad = [False] * len(self.layers)
-        # deferred recording (DEFER_BYTES): None = not yet known, True = outputs kept until
+        # deferred recording (defer_mb): None = not yet known, True = outputs kept until
         # the step's end, False = recorded in the hook (modified in place after it)
         self._defer: list[bool | None] = [None] * len(self.layers)
         self._kept: list[list[tuple[torch.Tensor, int]]] = [[] for _ in self.layers]
@@ -476,7 +476,7 @@ class ActivationStats:
 
     def drain(self) -> None:
         """Record the outputs kept since the last drain (the end of a step; also when they
-        reach DEFER_BYTES). A kept output modified in place since its hook is not recorded:
+        reach ``defer_mb``). A kept output modified in place since its hook is not recorded:
         that layer is named once and recorded inside its hook from then on."""
         t0 = time.perf_counter()
         for i, kept in enumerate(self._kept):
@@ -529,15 +529,16 @@ class ActivationStats:
             return
         t0 = time.perf_counter()
         # inference tensors have no version counter; defer_mb = 0: always in the hook
-        d = self._defer[i] and self.defer_bytes > 0 and not out.is_inference()
-        if d:
+        can_defer = self.defer_bytes > 0 and not out.is_inference()
+        d = self._defer[i]
+        if d and can_defer:
             self._kept[i].append((out.detach(), out._version))
             self._kept_bytes += out.numel() * out.element_size()
             if self._kept_bytes > self.defer_bytes:
                 self.drain()
         else:
             self._record(i, out)
-            if d is None and self.defer_bytes > 0 and not out.is_inference():
+            if d is None and can_defer:
                 # first call: is the output left as the hook saw it until the step's end?
                 self._probe[i].append((out.detach(), out._version))
         self.seconds += time.perf_counter() - t0
